@@ -1,0 +1,48 @@
+"""fbl-jax: the Feature-Balanced Loss for long-tailed recognition in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fbl-jax",
+    version="0.1.0",
+    description="Feature-Balanced Loss (Li, Cheung, Jiang, ICME 2022) for long-tailed recognition in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fbl_jax", "fbl_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10.2",
+        "jaxlib>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml-collections>=1.1.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "pillow>=10.0",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        # tf.data pipelines for the large datasets and tfds sources. The CIFAR path
+        # (image folders, on-device pipeline) never imports TensorFlow.
+        "tf": ["tensorflow-cpu>=2.21.0", "tensorflow-datasets>=4.9.10"],
+        "test": [
+            "tensorflow-cpu>=2.21.0",
+            "tensorflow-datasets>=4.9.10",
+            "scikit-learn>=1.5",
+            "pytest>=8.0",
+            "pytest-xdist>=3.5",
+            "ruff>=0.17",
+        ],
+        "demo": ["scikit-learn>=1.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fbl-train=fbl_jax.main:run",
+            "fbl-report=fbl_jax.report:run",
+            "fbl-decouple=fbl_jax.decouple_main:run",
+            "fbl-bench=fbl_jax.benchmark:run",
+        ]
+    },
+)
