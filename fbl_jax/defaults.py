@@ -1,0 +1,137 @@
+"""The shared default config: every field a run can set, with the CIFAR-LT protocol's values.
+
+configs/*.py start from `get_default_config()` and override. `validate_config` rejects any key
+that is not here, so a typo in a config file or a `--config.x.y=` override is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import pathlib
+from typing import Any
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.run_name = ""  # free text for reports; the workdir names the run
+    c.dataset_name = ""  # e.g. "CIFAR-10-LT" (reports)
+    c.num_epochs = 200
+    c.batch_size = 64  # global, over all devices and hosts
+    c.eval_batch_size = 500  # global
+    c.eval_every_epochs = 10
+    c.checkpoint_every_epochs = 10
+    c.keep_checkpoints = 3
+    c.log_every_steps = 100
+    # Train steps per compiled call (lax.scan), on-device pipeline only; logging, evaluation
+    # and checkpoints still happen at their own steps.
+    c.steps_per_call = 1
+    c.half_precision = False  # bfloat16 compute, float32 params/BN statistics/loss
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "resnet32"
+    c.model.head = "linear"  # "cosine" for LDAM
+    c.model.freeze = ()  # top-level modules kept fixed, e.g. ("conv1", "bn1", "layer1", ...)
+    c.model.pretrained = ""  # torchvision state dict (.pth/.npz/.safetensors)
+    c.model.pretrained_skip_head = True
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "fbl"
+    c.loss.fbl_form = "paper"  # "paper": λ = log n_max − log n_j; "authors_code": λ/max λ · A
+    c.loss.fbl_scale = 1.0  # A in the authors' code (60 CIFAR, 150 large datasets)
+    c.loss.curriculum = "parabolic"
+    c.loss.curriculum_offset = 10.0  # authors_code: α = (t / (T − offset))²
+    c.loss.alpha_per_epoch = False  # True: α from floor(epoch), as the authors' code updates it
+    c.loss.focal_gamma = 1.0
+    c.loss.cb_beta = 0.9999
+    c.loss.ldam_max_m = 0.5
+    c.loss.ldam_s = 30.0
+    c.loss.drw_start_epoch = 160
+    c.loss.la_tau = 1.0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    c.optimizer.weight_decay = 2e-4
+    c.optimizer.schedule = "step"  # "step" | "cosine" | "constant"
+    c.optimizer.warmup_epochs = 5.0
+    c.optimizer.decay_epochs = (160, 180)
+    c.optimizer.decay_multipliers = (0.01, 0.0001)  # of the base lr
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "image_folder"  # image_folder | tfds | split_list | synthetic_digits
+    c.data.root = placeholder(str)  # image folder root, or image root for split lists
+    c.data.name = placeholder(str)  # tfds name
+    c.data.data_dir = placeholder(str)  # tfds data_dir
+    c.data.download = False
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.train_list = placeholder(str)
+    c.data.test_list = placeholder(str)
+    c.data.val_list = placeholder(str)
+    c.data.num_classes = 10
+    c.data.imbalance_factor = placeholder(float)  # None: use the source as it is
+    c.data.profile = "exp"
+    c.data.subset_seed = 0
+    c.data.minival_per_class = 100
+    c.data.pipeline = "device"  # "device" (in accelerator memory, no TF) | "tf"
+    c.data.sampler = "instance"
+    c.data.sampler_k = 4
+    c.data.mean = (0.4914, 0.4822, 0.4465)
+    c.data.std = (0.2023, 0.1994, 0.2010)
+    c.data.pad = 4
+    c.data.image_size = 32
+    c.data.mixup_alpha = 0.0
+    c.data.cache_dir = placeholder(str)
+
+    # Multi-host: "auto" joins hosts when the environment describes several processes (TPU pod,
+    # Slurm, or the explicit fields below); "never" runs single-process.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.initialize = "auto"
+    c.distributed.coordinator_address = placeholder(str)
+    c.distributed.num_processes = placeholder(int)
+    c.distributed.process_id = placeholder(int)
+    return c
+
+
+def validate_config(config: Any) -> None:
+    """Unknown keys (with close matches) and impossible top-level values raise ValueError."""
+    _check_keys(config, get_default_config(), "config")
+    positive = ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs")
+    positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps", "steps_per_call")
+    for key in positive:
+        value = config[key]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"config.{key} must be a positive integer, got {value!r}")
+    if config.distributed.initialize not in ("auto", "never", "explicit"):
+        raise ValueError(
+            f"config.distributed.initialize={config.distributed.initialize!r}; "
+            "choose one of ('auto', 'never', 'explicit')"
+        )
+
+
+def _check_keys(config: Any, schema: Any, where: str) -> None:
+    for key in config.keys():
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema.keys()), n=3)
+            hint = f"; did you mean {close}?" if close else f"; valid keys: {sorted(schema.keys())}"
+            raise ValueError(f"unknown config key {where}.{key}{hint}")
+        if isinstance(schema[key], ml_collections.ConfigDict):
+            _check_keys(config[key], schema[key], f"{where}.{key}")
+
+
+def config_from_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file by path, so configs/ variants can start from a sibling."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"fbl_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()

@@ -1,0 +1,39 @@
+"""fbl-train: train and evaluate one configuration in one work directory.
+
+    fbl-train --config=configs/cifar10_lt.py --workdir=runs/c10_fbl \
+        --config.data.root=/data/cifar10 --config.loss.name=ce
+
+Restarting the same command resumes from the workdir's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fbl_jax import distributed
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    distributed.maybe_initialize(FLAGS.config.distributed)
+    from fbl_jax.train import train_and_evaluate  # after jax.distributed joins hosts
+
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def run() -> None:
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()

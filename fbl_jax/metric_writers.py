@@ -1,0 +1,116 @@
+"""Run outputs: WORKDIR/metrics.jsonl, TensorBoard event files and console progress lines.
+
+Only process 0 writes. A non-finite logged value stops the run with an error naming the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import time
+from typing import Any
+
+log = logging.getLogger("fbl_jax")
+
+SCALAR_EVAL_KEYS = ("top1", "top5", "balanced_top1", "many_shot", "medium_shot", "few_shot")
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss (or another logged value) became NaN or inf."""
+
+
+def check_finite(name: str, value: float, step: int) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteError(
+            f"{name} is {value} at step {step}; the run is stopped. Lower the learning rate, "
+            "check the data, or resume from an earlier checkpoint with another setting."
+        )
+
+
+class MetricWriter:
+    def __init__(self, workdir: str | pathlib.Path, enabled: bool, total_steps: int) -> None:
+        self.workdir = pathlib.Path(workdir)
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self._tb = None
+        self._t0 = time.time()
+        self._step0: int | None = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+        path = self.workdir / "metrics.jsonl"
+        if not self.enabled or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill mid-write
+            if record.get("type") != "final" and record.get("step", 0) <= step:
+                kept.append(line)
+        path.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = int(record.get("step", 0))
+        prefix = record["type"] if record["type"] != "eval" else f"eval_{record['split']}"
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "step":
+                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+        self._tb.flush()
+
+    def train_line(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if self._step0 is None:
+            self._step0, self._t0 = step, time.time()
+        elapsed = time.time() - self._t0
+        done = step - self._step0
+        eta = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
+        log.info(
+            "epoch %.2f step %d/%d | loss %.4f | top1 %.3f | lr %.5f | alpha %.4f | "
+            "%.0f img/s | ETA %s",
+            record["epoch"],
+            step,
+            self.total_steps,
+            record["loss"],
+            record["train_top1"],
+            record["lr"],
+            record["alpha"],
+            record["images_per_s"],
+            _fmt_time(eta),
+        )
+
+    def eval_line(self, record: dict[str, Any]) -> None:
+        parts = [
+            f"{k} {100 * record[k]:.2f}" for k in SCALAR_EVAL_KEYS if record.get(k) is not None
+        ]
+        log.info(
+            "eval %s @ epoch %.1f (step %d, %d images): %s | mean |f| %.3f",
+            record["split"],
+            record["epoch"],
+            record["step"],
+            record["num_examples"],
+            ", ".join(parts),
+            record["mean_feature_norm"],
+        )
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,291 @@
+"""train_and_evaluate(config, workdir): the whole run, resumable from WORKDIR alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import signal
+import threading
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbl_jax import checkpointing, defaults, evaluate, losses, optim, train_steps
+from fbl_jax.data import build_datasets
+from fbl_jax.metric_writers import MetricWriter, check_finite
+from fbl_jax.models import get_model
+from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
+
+log = logging.getLogger("fbl_jax")
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, so schedulers see the run as terminated
+
+
+class Preempted(SystemExit):
+    """SIGTERM arrived; a checkpoint was written and the run stops (restart to resume)."""
+
+
+def build_model(config: Any, num_classes: int):
+    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+    return get_model(
+        config.model.name,
+        num_classes,
+        head=config.model.head,
+        dtype=dtype,
+        bn_axis_name=train_steps.AXIS,
+    )
+
+
+def check_devices(global_batch: int, what: str = "config.batch_size") -> None:
+    n = jax.device_count()
+    if global_batch % n:
+        raise ValueError(
+            f"{what}={global_batch} does not divide over {n} devices "
+            f"({jax.process_count()} process(es) × {jax.local_device_count()} local devices); "
+            f"use a multiple of {n}, e.g. {max(n, global_batch // n * n)}"
+        )
+
+
+def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Train and evaluate as `config` says; resume from the latest checkpoint in `workdir`.
+
+    Returns the final record (last and best-on-minival test metrics).
+    """
+    defaults.validate_config(config)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log.setLevel(logging.INFO)
+    check_devices(config.batch_size)
+    check_devices(config.eval_batch_size, "config.eval_batch_size")
+    if losses.loss_needs_cosine_head(config.loss.name) and config.model.head != "cosine":
+        raise ValueError(
+            f"loss {config.loss.name!r} is defined on cosine logits: set config.model.head='cosine'"
+        )
+    if config.steps_per_call > 1 and config.data.pipeline != "device":
+        raise ValueError("config.steps_per_call > 1 needs config.data.pipeline='device'")
+
+    bundle = build_datasets(config.data, global_batch_size=config.batch_size, seed=config.seed)
+    spe = bundle.steps_per_epoch
+    total_steps = config.num_epochs * spe
+    class_counts = np.asarray(bundle.class_counts)
+    log.info(
+        "data: %d training images in %d classes (largest %d, smallest %d), %d steps/epoch, "
+        "%d steps; eval splits %s",
+        bundle.num_train,
+        bundle.num_classes,
+        class_counts.max(),
+        class_counts.min(),
+        spe,
+        total_steps,
+        dict(bundle.eval_sizes),
+    )
+
+    model = build_model(config, bundle.num_classes)
+    loss_fn = losses.make_loss(config.loss, class_counts, config.num_epochs)
+    lr_schedule = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
+    rng = jax.random.PRNGKey(config.seed)
+    variables = train_steps.init_variables(rng, model, bundle.image_shape)
+    if config.model.pretrained:
+        state_dict = load_state_dict_file(config.model.pretrained)
+        variables = load_torchvision_weights(
+            variables, state_dict, skip_head=config.model.pretrained_skip_head
+        )
+        log.info("loaded pretrained weights from %s", config.model.pretrained)
+    tx = optim.make_optimizer(
+        config.optimizer, lr_schedule, variables["params"], config.model.freeze
+    )
+    state = train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables)
+
+    identity = {
+        "model": config.model.name,
+        "head": config.model.head,
+        "num_classes": bundle.num_classes,
+        "class_counts": class_counts.tolist(),
+        "image_shape": list(bundle.image_shape),
+    }
+    ckpts = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
+    meta: dict[str, Any] = {"best_minival": None, "best_step": None, "best_test_record": None}
+    meta["last_test_record"] = None
+    restored = ckpts.restore_latest(state, identity)
+    if restored is not None:
+        state, saved_meta = restored
+        meta.update({k: saved_meta.get(k) for k in meta})
+        log.info("resumed from step %d in %s", int(state.step), workdir)
+    start_step = int(state.step)
+
+    is_chief = jax.process_index() == 0
+    writer = MetricWriter(workdir, is_chief, total_steps)
+    if is_chief:
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
+        (workdir / "class_counts.json").write_text(
+            json.dumps({"counts": class_counts.tolist(), "class_names": list(bundle.class_names)})
+        )
+        writer.truncate_after(start_step)
+
+    runner = _Runner(config, bundle, model, loss_fn, tx, lr_schedule, spe)
+    p_state = flax.jax_utils.replicate(state)
+    stop = _install_sigterm_flag()
+
+    def evaluate_all(p_state, step: int) -> dict[str, dict]:
+        records = {}
+        for split in bundle.eval_splits:
+            stats = train_steps.run_evaluation(
+                runner.p_eval, p_state.params, p_state.batch_stats, bundle.eval_iter(split)
+            )
+            record = {"type": "eval", "step": step, "epoch": step / spe, "split": split}
+            record.update(evaluate.metrics_from_stats(stats, class_counts))
+            writer.write(record)
+            writer.eval_line(record)
+            records[split] = record
+        return records
+
+    def save(p_state, step: int, best: bool = False) -> None:
+        host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
+        ckpts.save(host_state, {**identity, **meta, "step": step}, best=best)
+
+    step = start_step
+    pending: list[Any] = []
+    t_last, step_last = time.time(), step
+    while step < total_steps:
+        next_event = min(_next_multiple(step, config.log_every_steps), _next_multiple(step, spe))
+        n = min(next_event, total_steps) - step
+        p_state, metrics, done = runner.run(p_state, step, n)
+        pending.append(metrics)
+        step += done
+        at_epoch_end = step % spe == 0
+        if (
+            step % config.log_every_steps == 0
+            or at_epoch_end
+            or step == total_steps
+            or stop.is_set()
+        ):
+            now = time.time()
+            record = _train_record(
+                pending, step, spe, (step - step_last) * config.batch_size / (now - t_last)
+            )
+            pending, t_last, step_last = [], now, step
+            writer.write(record)
+            writer.train_line(record)
+        if at_epoch_end:
+            epoch = step // spe
+            if epoch % config.eval_every_epochs == 0 or step == total_steps:
+                records = evaluate_all(p_state, step)
+                meta["last_test_record"] = records.get("test")
+                minival = records.get("minival")
+                if minival is not None and (
+                    meta["best_minival"] is None or minival["balanced_top1"] > meta["best_minival"]
+                ):
+                    meta.update(best_minival=minival["balanced_top1"], best_step=step)
+                    meta["best_test_record"] = records.get("test")
+                    save(p_state, step, best=True)
+            if epoch % config.checkpoint_every_epochs == 0 or step == total_steps:
+                save(p_state, step)
+        if stop.is_set() and step < total_steps:
+            save(p_state, step)
+            ckpts.close()
+            writer.close()
+            log.warning("SIGTERM: checkpoint written at step %d; restart to resume", step)
+            raise Preempted(PREEMPTED_EXIT_CODE)
+
+    final = {
+        "type": "final",
+        "step": total_steps,
+        "last": meta["last_test_record"],
+        "best_on_minival": meta["best_test_record"],
+        "best_step": meta["best_step"],
+    }
+    writer.write(final)
+    last = final["last"] or {}
+    best = final["best_on_minival"] or {}
+    log.info(
+        "done: test top-1 last %.2f, best-on-minival %s (step %s)",
+        100 * last.get("top1", float("nan")),
+        f"{100 * best['top1']:.2f}" if best else "n/a",
+        final["best_step"],
+    )
+    ckpts.close()
+    writer.close()
+    return final
+
+
+class _Runner:
+    """Compiled train calls (one step, or `steps_per_call` steps scanned) and the eval step."""
+
+    def __init__(self, config, bundle, model, loss_fn, tx, lr_schedule, spe) -> None:
+        self.bundle = bundle
+        self.k = config.steps_per_call
+        make_batch = None
+        if bundle.pipeline == "device":
+            pipeline = bundle.train
+
+            def make_batch(data, step):
+                return pipeline.batch(data, step, jax.lax.axis_index(train_steps.AXIS))
+
+            self.device_data = jax.device_put_replicated(
+                pipeline.device_data(), jax.local_devices()
+            )
+            self._host_iter = None
+        step_fn = train_steps.make_train_step(model, loss_fn, tx, lr_schedule, spe, make_batch)
+        self.p_step = train_steps.pmap_train(step_fn)
+        self.p_multi = (
+            train_steps.pmap_train(train_steps.make_multi_step(step_fn, self.k))
+            if self.k > 1
+            else None
+        )
+        self.p_eval = jax.pmap(
+            train_steps.make_eval_step(model, bundle.num_classes), axis_name=train_steps.AXIS
+        )
+        self._host_iter_step: int | None = None
+
+    def run(self, p_state, step: int, n: int):
+        """Advance up to `n` steps from `step`; returns (state, metrics, steps done)."""
+        if self.bundle.pipeline == "device":
+            if self.p_multi is not None and n >= self.k:
+                p_state, metrics = self.p_multi(p_state, self.device_data)
+                return p_state, metrics, self.k
+            p_state, metrics = self.p_step(p_state, self.device_data)
+            return p_state, jax.tree_util.tree_map(lambda x: x[:, None], metrics), 1
+        if self._host_iter_step != step:
+            self._host_iter = self.bundle.train.iterator(start_step=step)
+        batch = next(self._host_iter)
+        self._host_iter_step = step + 1
+        p_state, metrics = self.p_step(p_state, batch)
+        return p_state, jax.tree_util.tree_map(lambda x: x[:, None], metrics), 1
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def _train_record(pending: list, step: int, spe: int, images_per_s: float) -> dict[str, Any]:
+    """Fetch the metrics of every step since the last record; stop on the first non-finite loss."""
+    fetched = jax.device_get(pending)
+    losses_ = np.concatenate([m["loss"][0] for m in fetched])
+    steps = np.concatenate([m["step"][0] for m in fetched])
+    for s, value in zip(steps, losses_):
+        check_finite("loss", float(value), int(s))
+    last = fetched[-1]
+    return {
+        "type": "train",
+        "step": step,
+        "epoch": step / spe,
+        "loss": float(losses_.mean()),
+        "train_top1": float(np.concatenate([m["train_top1"][0] for m in fetched]).mean()),
+        "lr": float(last["lr"][0][-1]),
+        "alpha": float(last["alpha"][0][-1]),
+        "images_per_s": float(images_per_s),
+    }
+
+
+def _install_sigterm_flag() -> threading.Event:
+    flag = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    return flag

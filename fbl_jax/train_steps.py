@@ -1,0 +1,162 @@
+"""The train state and the pmapped train/eval steps.
+
+Everything that changes with training progress (lr, α(t), DRW weights, the on-device batch) is
+computed from `state.step` inside the step, so one compiled function serves the whole run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fbl_jax import evaluate
+
+AXIS = "batch"  # pmap axis; spans every device of every host
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_train_state(
+    rng: jax.Array,
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    tx: optax.GradientTransformation | None,
+    variables: Any = None,
+) -> TrainState:
+    """Initialise (or wrap given `variables`, e.g. pretrained weights) into a TrainState."""
+    if variables is None:
+        variables = init_variables(rng, model, image_shape)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params) if tx is not None else None,
+    )
+
+
+def init_variables(rng: jax.Array, model: nn.Module, image_shape: tuple[int, int, int]) -> Any:
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+
+    @jax.jit
+    def init(rng):
+        return model.init({"params": rng}, dummy, train=False)
+
+    return flax.core.unfreeze(init(rng))
+
+
+def make_train_step(
+    model: nn.Module,
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    lr_schedule: optax.Schedule,
+    steps_per_epoch: int,
+    make_batch: Callable | None = None,
+) -> Callable:
+    """One SGD step: (state, batch_or_device_data) → (state, metrics); to be pmapped on AXIS.
+
+    With `make_batch` (the on-device pipeline) the second argument is the device-resident data
+    and the batch for `state.step` is built inside the step, so no image crosses the host.
+    """
+
+    def step_fn(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+        step = state.step
+        batch = make_batch(data, step) if make_batch is not None else data
+        epoch = step.astype(jnp.float32) / steps_per_epoch
+
+        def compute_loss(params):
+            (logits, out), updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                mutable=["batch_stats"],
+            )
+            features = out["features"]
+            loss, aux = loss_fn(logits, features, batch["label"], epoch)
+            if "mix_lam" in batch:
+                loss_b, _ = loss_fn(logits, features, batch["label_b"], epoch)
+                lam = batch["mix_lam"].reshape(())
+                loss = lam * loss + (1.0 - lam) * loss_b
+            return loss, (aux, logits, updates["batch_stats"])
+
+        grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+        (loss, (aux, logits, batch_stats)), grads = grad_fn(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        correct = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+        metrics = {
+            "loss": jax.lax.pmean(loss, AXIS),
+            "train_top1": jax.lax.pmean(correct, AXIS),
+            "alpha": jnp.asarray(aux.get("alpha", 0.0), jnp.float32),
+            "lr": jnp.asarray(lr_schedule(step), jnp.float32),
+            "step": step,
+        }
+        new_state = state.replace(
+            step=step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return step_fn
+
+
+def make_multi_step(step_fn: Callable, num_steps: int) -> Callable:
+    """`num_steps` train steps in one compiled call (lax.scan); metrics stacked per step."""
+
+    def multi(state, data):
+        def body(s, _):
+            return step_fn(s, data)
+
+        return jax.lax.scan(body, state, None, length=num_steps)
+
+    return multi
+
+
+def pmap_train(fn: Callable, donate: bool = True) -> Callable:
+    return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(model: nn.Module, num_classes: int) -> Callable:
+    """Eval step → per-class sufficient statistics psum'd over all devices and hosts."""
+    with_confusion = num_classes <= evaluate.MAX_CONFUSION_CLASSES
+
+    def eval_fn(params, batch_stats, batch, logit_bias=None):
+        logits, out = model.apply(
+            {"params": params, "batch_stats": batch_stats}, batch["image"], train=False
+        )
+        if logit_bias is not None:
+            logits = logits + logit_bias
+        stats = evaluate.eval_stats(
+            logits, out["features"], batch["label"], batch["mask"], num_classes, with_confusion
+        )
+        return jax.lax.psum(stats, AXIS)
+
+    return eval_fn
+
+
+def run_evaluation(
+    p_eval: Callable, params: Any, batch_stats: Any, batches: Any, logit_bias: Any = None
+) -> dict[str, Any]:
+    """Sum the eval step's statistics over every batch of a split (on device, one fetch)."""
+    totals = None
+    for batch in batches:
+        if logit_bias is None:
+            stats = p_eval(params, batch_stats, batch)
+        else:
+            stats = p_eval(params, batch_stats, batch, logit_bias)
+        totals = stats if totals is None else jax.tree_util.tree_map(jnp.add, totals, stats)
+    if totals is None:
+        raise ValueError("the evaluation split produced no batches")
+    return jax.tree_util.tree_map(lambda x: jax.device_get(x[0]), totals)
