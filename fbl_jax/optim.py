@@ -35,6 +35,11 @@ def make_lr_schedule(opt_config: Any, steps_per_epoch: int, num_epochs: int) -> 
                 "optimizer.decay_epochs and optimizer.decay_multipliers must have the same length, "
                 f"got {epochs} and {mults}"
             )
+        if epochs and epochs[0] * steps_per_epoch < warmup_steps:
+            raise ValueError(
+                f"optimizer.decay_epochs {epochs} start inside the warm-up "
+                f"({opt_config.warmup_epochs} epochs); decay after the warm-up ends"
+            )
         if epochs != sorted(epochs):
             raise ValueError(f"optimizer.decay_epochs must be increasing, got {epochs}")
         boundaries: dict[int, float] = {}
@@ -42,11 +47,13 @@ def make_lr_schedule(opt_config: Any, steps_per_epoch: int, num_epochs: int) -> 
         for epoch, mult in zip(epochs, mults):
             if mult <= 0:
                 raise ValueError(f"optimizer.decay_multipliers must be > 0, got {mults}")
-            boundaries[int(round(epoch * steps_per_epoch))] = mult / previous
+            # join_schedules hands `after` the steps counted from the end of the warm-up.
+            offset = warmup_steps if warmup_steps > 1 else 0
+            boundaries[int(round(epoch * steps_per_epoch)) - offset] = mult / previous
             previous = mult
         after = optax.piecewise_constant_schedule(base, boundaries)
     elif name == "cosine":
-        after = optax.cosine_decay_schedule(base, max(total_steps, 1))
+        after = optax.cosine_decay_schedule(base, max(total_steps - max(warmup_steps, 0), 1))
     else:
         after = optax.constant_schedule(base)
     if warmup_steps <= 1:

@@ -1,0 +1,79 @@
+"""Metrics from sufficient statistics vs a direct NumPy computation over the unpadded examples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fbl_jax import evaluate
+
+
+def direct_metrics(logits, features, labels, counts):
+    pred = logits.argmax(1)
+    top5 = np.argsort(-logits, 1)[:, :5]
+    c = logits.shape[1]
+    per_class = np.array([(pred[labels == k] == k).mean() for k in range(c)])
+    norms = np.linalg.norm(features, axis=1)
+    out = {
+        "top1": (pred == labels).mean(),
+        "top5": np.mean([labels[i] in top5[i] for i in range(len(labels))]),
+        "per_class": per_class,
+        "norm": np.array([norms[labels == k].mean() for k in range(c)]),
+        "many": per_class[counts > 100].mean(),
+        "medium": per_class[(counts <= 100) & (counts >= 20)].mean(),
+        "few": per_class[counts < 20].mean(),
+    }
+    return out
+
+
+def test_padded_batches_summed_equal_direct_metrics():
+    rng = np.random.default_rng(0)
+    n, c, d = 53, 7, 5
+    logits = rng.normal(size=(n, c)).astype(np.float32)
+    feats = rng.normal(size=(n, d)).astype(np.float32)
+    labels = np.concatenate([np.arange(c), rng.integers(0, c, n - c)])
+    counts = np.array([500, 300, 101, 100, 20, 19, 3])
+    ref = direct_metrics(logits, feats, labels, counts)
+    # batches of 16 with the last padded by garbage rows that carry mask 0
+    totals = None
+    for start in range(0, n, 16):
+        sl = slice(start, start + 16)
+        k = len(labels[sl])
+        pad = 16 - k
+        lg = np.concatenate([logits[sl], rng.normal(size=(pad, c))]).astype(np.float32)
+        ft = np.concatenate([feats[sl], rng.normal(size=(pad, d))]).astype(np.float32)
+        lb = np.concatenate([labels[sl], np.zeros(pad, int)])
+        mask = np.concatenate([np.ones(k), np.zeros(pad)])
+        s = evaluate.eval_stats(
+            jnp.asarray(lg), jnp.asarray(ft), jnp.asarray(lb), jnp.asarray(mask), c, True
+        )
+        totals = s if totals is None else jax.tree_util.tree_map(jnp.add, totals, s)
+    m = evaluate.metrics_from_stats(jax.device_get(totals), counts)
+    assert m["num_examples"] == n
+    assert m["top1"] == pytest.approx(ref["top1"])
+    assert m["top5"] == pytest.approx(ref["top5"])
+    np.testing.assert_allclose(m["per_class_accuracy"], ref["per_class"], rtol=1e-6)
+    np.testing.assert_allclose(m["feature_norm_per_class"], ref["norm"], rtol=1e-5)
+    assert m["balanced_top1"] == pytest.approx(ref["per_class"].mean())
+    assert m["many_shot"] == pytest.approx(ref["many"])
+    assert m["medium_shot"] == pytest.approx(ref["medium"])
+    assert m["few_shot"] == pytest.approx(ref["few"])
+    conf = np.zeros((c, c), int)
+    for y, p in zip(labels, logits.argmax(1)):
+        conf[y, p] += 1
+    np.testing.assert_array_equal(m["confusion"], conf)
+
+
+def test_absent_class_and_empty_group():
+    stats = {
+        "count": np.array([2.0, 0.0]),
+        "correct": np.array([1.0, 0.0]),
+        "correct5": np.array([2.0, 0.0]),
+        "norm_sum": np.array([4.0, 0.0]),
+    }
+    m = evaluate.metrics_from_stats(stats, np.array([200, 150]))
+    assert m["per_class_accuracy"] == [0.5, None]
+    assert m["balanced_top1"] == 0.5
+    assert m["few_shot"] is None and m["medium_shot"] is None
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate.metrics_from_stats({k: v * 0 for k, v in stats.items()}, np.array([1, 1]))
