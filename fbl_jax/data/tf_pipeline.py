@@ -277,7 +277,12 @@ class TrainPipeline:
         return ds.with_options(options).prefetch(AUTOTUNE)
 
     def iterator(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Dicts of numpy arrays shaped (local_device_count, per_device, ...), forever."""
+        """Dicts of numpy arrays shaped (local_device_count, per_device, ...), forever.
+
+        Keys: ``image`` float32 (normalised), ``label`` int32; with mixup also ``label_b``
+        int32 (the partner's label) and ``mix_lam`` float32 (local_device_count,) — the step's λ,
+        so the loss is λ·CE(label) + (1 − λ)·CE(label_b).
+        """
         step = start_step
         it = self.dataset(start_step).as_numpy_iterator()
         while True:
@@ -291,7 +296,10 @@ class TrainPipeline:
                     lambda p, s=step: self._load(tf.constant(p), tf.constant(s, tf.int64), 0),
                     f"training step {step}",
                 )
-            yield _shard_devices(batch, self.local_device_count)
+            batch = _shard_devices(batch, self.local_device_count)
+            if "mix_lam" in batch:  # one λ per step: a scalar per device, as on-device mixup
+                batch["mix_lam"] = batch["mix_lam"][:, 0]
+            yield batch
             step += 1
 
 
