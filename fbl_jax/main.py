@@ -8,6 +8,7 @@ Restarting the same command resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -24,7 +25,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
+    # absl at WARNING keeps orbax quiet; fbl_jax's own logger reports progress at INFO.
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
     distributed.maybe_initialize(FLAGS.config.distributed)
     from fbl_jax.train import train_and_evaluate  # after jax.distributed joins hosts
 

@@ -14,6 +14,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from fbl_jax import checkpointing, defaults, evaluate, losses, optim, train_steps
 from fbl_jax.data import build_datasets
@@ -194,6 +195,11 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
             log.warning("SIGTERM: checkpoint written at step %d; restart to resume", step)
             raise Preempted(PREEMPTED_EXIT_CODE)
 
+    host_params = jax.device_get(flax.jax_utils.unreplicate(p_state.params))
+    if jax.process_count() > 1:
+        multihost_utils.assert_equal(host_params, "parameters differ across processes")
+    leaves = jax.tree_util.tree_leaves(host_params)
+    log.info("parameter checksum %.12e", sum(float(np.sum(x, dtype=np.float64)) for x in leaves))
     final = {
         "type": "final",
         "step": total_steps,
@@ -228,9 +234,7 @@ class _Runner:
             def make_batch(data, step):
                 return pipeline.batch(data, step, jax.lax.axis_index(train_steps.AXIS))
 
-            self.device_data = jax.device_put_replicated(
-                pipeline.device_data(), jax.local_devices()
-            )
+            self.device_data = flax.jax_utils.replicate(pipeline.device_data())
             self._host_iter = None
         step_fn = train_steps.make_train_step(model, loss_fn, tx, lr_schedule, spe, make_batch)
         self.p_step = train_steps.pmap_train(step_fn)
