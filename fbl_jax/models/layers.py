@@ -1,0 +1,106 @@
+"""Shared building blocks with PyTorch semantics: initialisers, padded convs, BatchNorm.
+
+Everything that has to match the PyTorch reference models (init distributions, explicit
+symmetric padding, BatchNorm momentum/eps conventions) lives here so the CIFAR and ImageNet
+ResNets cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Initializer = Callable[..., jax.Array]
+
+_KAIMING_MODES = ("fan_in", "fan_out")
+
+
+def kaiming_normal(mode: str = "fan_in") -> Initializer:
+    """Untruncated He-normal init, std = sqrt(2 / fan), like ``torch.nn.init.kaiming_normal_``.
+
+    Flax kernels are HWIO (conv) or (in, out) (dense), so flax's fan_in / fan_out computed from
+    the last two axes equal PyTorch's for the same layer.
+    """
+    if mode not in _KAIMING_MODES:
+        raise ValueError(f"kaiming mode {mode!r} is not one of {_KAIMING_MODES}")
+    return jax.nn.initializers.variance_scaling(2.0, mode, "normal")
+
+
+def torch_linear_kernel_init() -> Initializer:
+    """PyTorch's default ``nn.Linear`` weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_linear_bias_init(fan_in: int) -> Initializer:
+    """PyTorch's default ``nn.Linear`` bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv(
+    features: int,
+    kernel_size: int,
+    stride: int,
+    *,
+    dtype: jnp.dtype,
+    kernel_init: Initializer,
+    name: str,
+    padding: int | None = None,
+) -> nn.Conv:
+    """Bias-free conv with PyTorch's explicit symmetric padding (default ``kernel_size // 2``).
+
+    'SAME' would pad (0, 1) for a stride-2 conv on an even input where PyTorch pads (1, 1), so the
+    padding is always given explicitly.
+    """
+    pad = kernel_size // 2 if padding is None else padding
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=kernel_init,
+        name=name,
+    )
+
+
+def batch_norm(
+    train: bool,
+    *,
+    momentum: float,
+    epsilon: float,
+    dtype: jnp.dtype,
+    name: str,
+    axis_name: str | None = None,
+    scale_init: Initializer = nn.initializers.ones,
+) -> nn.BatchNorm:
+    """Flax BatchNorm; ``momentum`` is flax's (keep fraction), i.e. 1 - PyTorch momentum.
+
+    Statistics are reduced in float32 whatever ``dtype`` is (flax's default
+    ``force_float32_reductions``); parameters and running stats are float32.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        axis_name=axis_name,
+        scale_init=scale_init,
+        name=name,
+    )
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """Mean over H and W in float32: the pooled feature handed to the head and the loss."""
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
