@@ -1,0 +1,305 @@
+"""Sources (image folders on the real CIFAR-10 copy, split lists, tfds, digits), the minival,
+and build_datasets end to end."""
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fbl_jax.data import build_datasets, sources
+from fbl_jax.data.bundle import carve_minival
+from fbl_jax.data.device_pipeline import DevicePipeline
+
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+# ----------------------------------------------------------------------------- split lists
+
+
+def test_places_lt_lists(shared_dir):
+    lists = shared_dir / "data" / "splits" / "Places_LT"
+    train = sources.read_split_list(lists / "Places_LT_train.txt", "/images")
+    counts = np.bincount(train.labels)
+    assert len(train) == 62_500 and len(counts) == 365
+    assert counts.max() == 4_980 and counts.min() == 5
+    assert len(train.class_names) == 365 and train.class_names[0] == "airfield"
+    assert train.paths[0] == "/images/train/airfield/00004851.jpg"
+    val = sources.read_split_list(lists / "Places_LT_val.txt", "/images", num_classes=365)
+    assert len(val) == 7_300 and set(np.bincount(val.labels)) == {20}
+
+
+def test_split_list_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "list.txt"
+    bad.write_text("a/x.jpg 0\nb/y.jpg 1\nc/z.jpg one\n")
+    with pytest.raises(ValueError, match=rf"{bad}:3: cannot parse 'c/z.jpg one'"):
+        sources.read_split_list(bad, "/root")
+    bad.write_text("a/x.jpg 0\nnolabel\n")
+    with pytest.raises(ValueError, match=rf"{bad}:2"):
+        sources.read_split_list(bad, "/root")
+    bad.write_text("a/x.jpg 0\nb/y.jpg 3\n")
+    with pytest.raises(ValueError, match=r"label 3 of 'b/y.jpg' is outside \[0, 2\)"):
+        sources.read_split_list(bad, "/root", num_classes=2)
+    with pytest.raises(FileNotFoundError, match="relative image path"):
+        sources.read_split_list(tmp_path / "missing.txt", "/root")
+
+
+def test_split_list_class_name_fallback(tmp_path):
+    f = tmp_path / "list.txt"
+    f.write_text("x.jpg 0\nfolder/cat/y.jpg 1\nfolder/cat/z.jpg 1\n")
+    split = sources.read_split_list(f, "root", num_classes=3)
+    assert split.class_names == ["class_0", "cat", "class_2"]
+    np.testing.assert_array_equal(split.labels, [0, 1, 1])
+    assert list(split.paths) == [
+        os.path.join("root", p) for p in ("x.jpg", "folder/cat/y.jpg", "folder/cat/z.jpg")
+    ]
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(shared_dir, tmp_path_factory):
+    """The real CIFAR-10 JPEG copy, extracted once per session."""
+    root = tmp_path_factory.mktemp("cifar10")
+    archive = shared_dir / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(root)], check=True)
+    return root
+
+
+def test_cifar10_image_folder(cifar10_root):
+    train = sources.list_image_folder(cifar10_root, "train")
+    test = sources.list_image_folder(cifar10_root, "test")
+    assert train.class_names == CIFAR10_CLASSES == test.class_names
+    assert len(train) == 50_000 and len(test) == 10_000
+    np.testing.assert_array_equal(np.bincount(train.labels), [5000] * 10)
+    np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+    # Original order: classes in label order, files sorted by name.
+    assert train.paths[0].endswith(os.path.join("train", "airplane", "0000.jpg"))
+    assert train.paths[5001].endswith(os.path.join("train", "automobile", "0001.jpg"))
+    # Every 10th image (500 per class): channel means match the README's full-set values.
+    images = sources.decode_images(list(train.paths[::10]))
+    assert images.shape == (5000, 32, 32, 3) and images.dtype == np.uint8
+    mean = images.reshape(-1, 3).mean(0) / 255.0
+    np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=0.006)
+
+
+def _write_folder(root, split, spec):
+    """spec: {class: [(file name, pixel array)]}; PNG (lossless) so pixels round-trip."""
+    for cls, files in spec.items():
+        d = root / split / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for name, arr in files:
+            Image.fromarray(arr).save(d / name, format="PNG")
+
+
+def _tiny_spec(num_classes=3, per_class=(6, 5, 4), size=4, seed=0):
+    rng = np.random.RandomState(seed)
+    return {
+        f"c{c}": [
+            (
+                f"{i:02d}.PNG" if i % 2 else f"{i:02d}.png",
+                rng.randint(0, 256, (size, size, 3)).astype(np.uint8),
+            )
+            for i in range(per_class[c])
+        ]
+        for c in range(num_classes)
+    }
+
+
+def test_image_folder_arrays_order_and_cache(tmp_path, monkeypatch):
+    spec = _tiny_spec()
+    _write_folder(tmp_path, "train", spec)
+    (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image")
+    cache = tmp_path / "cache"
+    split = sources.load_image_folder_arrays(tmp_path, "train", cache_dir=cache)
+    expected = np.stack([arr for cls in sorted(spec) for _, arr in sorted(spec[cls])])
+    np.testing.assert_array_equal(split.images, expected)
+    np.testing.assert_array_equal(split.labels, [0] * 6 + [1] * 5 + [2] * 4)
+    assert split.class_names == ["c0", "c1", "c2"]
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def no_decode(paths):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(sources, "decode_images", no_decode)
+    again = sources.load_image_folder_arrays(tmp_path, "train", cache_dir=cache)
+    np.testing.assert_array_equal(again.images, expected)
+    # A changed file list is a cache miss.
+    _write_folder(tmp_path, "train", {"c2": [("99.png", np.zeros((4, 4, 3), np.uint8))]})
+    with pytest.raises(AssertionError, match="decoded again"):
+        sources.load_image_folder_arrays(tmp_path, "train", cache_dir=cache)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ROOT/<split>/<class name>"):
+        sources.list_image_folder(tmp_path, "train")
+    _write_folder(tmp_path, "train", _tiny_spec())
+    broken = tmp_path / "train" / "c1" / "zz.jpg"
+    broken.write_bytes(b"this is not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot decode image .*zz\.jpg"):
+        sources.load_image_folder_arrays(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def test_sort_order_from_ids():
+    np.testing.assert_array_equal(
+        sources.sort_order_from_ids([b"train_00017", "train_00002", "train_10"]), [1, 2, 0]
+    )
+    np.testing.assert_array_equal(sources.sort_order_from_ids(["b", "a"]), [0, 1])
+
+
+def test_tfds_arrays_under_mock_data_sorted_by_id(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    tf = pytest.importorskip("tensorflow")
+    order = [3, 0, 4, 1, 2]  # the on-disk (shuffled) order of example ids
+
+    def as_dataset(self, split, **kwargs):
+        images = np.stack([np.full((32, 32, 3), 10 * i, np.uint8) for i in order])
+        return tf.data.Dataset.from_tensor_slices(
+            {
+                "id": [f"{split}_{i:05d}" for i in order],
+                "image": images,
+                "label": np.array(order, np.int64) % 10,
+            }
+        )
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        split = sources.load_tfds_arrays("cifar10", "train", data_dir=tmp_path, batch_size=2)
+    assert list(split.ids) == [f"train_{i:05d}" for i in range(5)]
+    assert split.images.dtype == np.uint8 and split.images.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(split.images[:, 0, 0, 0], [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(split.labels, [0, 1, 2, 3, 4])
+    assert len(split.class_names) == 10
+    # The default random mock data, too.
+    with tfds.testing.mock_data(num_examples=6):
+        split = sources.load_tfds_arrays("cifar10", "test", data_dir=tmp_path)
+    assert split.images.shape == (6, 32, 32, 3) and split.labels.shape == (6,)
+    assert ((split.labels >= 0) & (split.labels < 10)).all()
+
+
+def test_tfds_not_prepared_says_how(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match=r"tfds build cifar10 --data_dir=.*download=True"):
+        sources.load_tfds_arrays("cifar10", "train", data_dir=str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- minival + bundle
+
+
+def test_carve_minival_disjoint_bounded_deterministic():
+    labels = np.repeat(np.arange(4), [10, 6, 3, 8])
+    used = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 19, 20])  # class 0 fully used
+    mv = carve_minival(labels, used, 4, per_class=4, seed=0)
+    assert not set(mv) & set(used)
+    unused_per_class = np.bincount(np.delete(labels, used), minlength=4)  # [0, 4, 2, 6]
+    np.testing.assert_array_equal(
+        np.bincount(labels[mv], minlength=4), np.minimum(4, unused_per_class)
+    )
+    assert len(np.unique(mv)) == len(mv)
+    np.testing.assert_array_equal(mv, carve_minival(labels, used, 4, per_class=4, seed=0))
+    other = [tuple(carve_minival(labels, used, 4, per_class=4, seed=s)) for s in range(1, 6)]
+    assert any(o != tuple(mv) for o in other)
+
+
+def _digits_config(**overrides):
+    import ml_collections
+
+    c = ml_collections.ConfigDict(
+        dict(
+            source="synthetic_digits",
+            num_classes=10,
+            imbalance_factor=10.0,
+            profile="exp",
+            subset_seed=0,
+            minival_per_class=20,
+            pipeline="device",
+            sampler="instance",
+            sampler_k=4,
+            mean=(0.3, 0.3, 0.3),
+            std=(0.4, 0.4, 0.4),
+            pad=2,
+            image_size=16,
+            mixup_alpha=0.0,
+            cache_dir=None,
+        )
+    )
+    c.update(overrides)
+    return c
+
+
+def test_build_datasets_synthetic_digits_end_to_end():
+    kw = dict(global_batch_size=32, seed=0, process_index=0, process_count=1, local_device_count=4)
+    bundle = build_datasets(_digits_config(), eval_batch_size=64, **kw)
+    source, test = sources.load_synthetic_digits()
+    source_counts = np.bincount(source.labels)
+    # Training subset: LDAM exp profile with n_max = the smallest source class.
+    n_max = source_counts.min()
+    expected = np.array([int(n_max * 0.1 ** (i / 9)) for i in range(10)])
+    np.testing.assert_array_equal(bundle.class_counts, expected)
+    np.testing.assert_array_equal(
+        np.bincount(source.labels[bundle.train_indices], minlength=10), bundle.class_counts
+    )
+    assert bundle.class_counts.dtype == np.int64
+    assert bundle.num_train == expected.sum() and bundle.image_shape == (16, 16, 3)
+    assert bundle.class_names == [str(c) for c in range(10)]
+    assert isinstance(bundle.train, DevicePipeline) and bundle.pipeline == "device"
+    assert bundle.steps_per_epoch == expected.sum() // 32
+    np.testing.assert_array_equal(bundle.train.labels, source.labels[bundle.train_indices])
+    # Minival: min(20, unused) per class from the images the subset left out.
+    np.testing.assert_array_equal(bundle.minival_counts, np.minimum(20, source_counts - expected))
+    assert bundle.eval_splits == ("test", "minival")
+    assert bundle.eval_sizes == {"test": len(test), "minival": int(bundle.minival_counts.sum())}
+    for name in bundle.eval_splits:
+        labels = [b["label"][b["mask"] == 1] for b in bundle.eval_iter(name)]
+        counts = np.bincount(np.concatenate(labels), minlength=10)
+        want = bundle.minival_counts if name == "minival" else np.bincount(test.labels)
+        np.testing.assert_array_equal(counts, want)
+    # Same config, same subset; another subset seed, another subset.
+    again = build_datasets(_digits_config(), eval_batch_size=64, **kw)
+    np.testing.assert_array_equal(again.train_indices, bundle.train_indices)
+    other = build_datasets(_digits_config(subset_seed=1), eval_batch_size=64, **kw)
+    assert set(other.train_indices) != set(bundle.train_indices)
+
+
+def test_build_datasets_image_folder_balanced_and_errors(tmp_path):
+    _write_folder(tmp_path, "train", _tiny_spec(per_class=(6, 6, 6), size=8))
+    _write_folder(tmp_path, "test", _tiny_spec(per_class=(2, 2, 2), size=8, seed=1))
+    kw = dict(global_batch_size=4, seed=0, process_index=0, process_count=1, local_device_count=2)
+    cfg = _digits_config(
+        source="image_folder",
+        root=str(tmp_path),
+        num_classes=3,
+        imbalance_factor=None,
+        image_size=8,
+        train_split="train",
+        test_split="test",
+    )
+    bundle = build_datasets(cfg, **kw)
+    np.testing.assert_array_equal(bundle.class_counts, [6, 6, 6])
+    assert bundle.eval_splits == ("test",) and bundle.minival_counts is None
+    assert bundle.class_names == ["c0", "c1", "c2"]
+    with pytest.raises(ValueError, match="unknown data source 'cifar'.*image_folder"):
+        build_datasets(_digits_config(source="cifar"), **kw)
+    with pytest.raises(ValueError, match="data.num_classes=5 but source 'image_folder' has 3"):
+        build_datasets(_digits_config(**{**cfg.to_dict(), "num_classes": 5}), **kw)
+    with pytest.raises(ValueError, match="image_size=32 but the images are 8x8"):
+        build_datasets(_digits_config(**{**cfg.to_dict(), "image_size": 32}), **kw)
+    with pytest.raises(ValueError, match="eval batch size 3 is not divisible"):
+        build_datasets(cfg, eval_batch_size=3, **kw)
+    with pytest.raises(ValueError, match="pipeline='tf'"):
+        build_datasets(_digits_config(source="split_list", root="/x", train_list="a"), **kw)
