@@ -72,7 +72,13 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
     if config.steps_per_call > 1 and config.data.pipeline != "device":
         raise ValueError("config.steps_per_call > 1 needs config.data.pipeline='device'")
 
-    bundle = build_datasets(config.data, global_batch_size=config.batch_size, seed=config.seed)
+    bundle = build_datasets(
+        config.data,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        eval_batch_size=config.eval_batch_size,
+        num_epochs=config.num_epochs,
+    )
     spe = bundle.steps_per_epoch
     total_steps = config.num_epochs * spe
     class_counts = np.asarray(bundle.class_counts)

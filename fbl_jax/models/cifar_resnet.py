@@ -26,6 +26,7 @@ from fbl_jax.models.layers import (
 )
 
 CIFAR_DEPTHS: dict[str, int] = {
+    "resnet8": 1,  # not in the paper: a fast model for tests and demos
     "resnet20": 3,
     "resnet32": 5,
     "resnet44": 7,
