@@ -173,7 +173,7 @@ def test_get_model_rejects_bad_names_and_kwargs():
     with pytest.raises(ValueError, match="num_classes"):
         get_model("resnet32", 0)
     assert set(MODEL_NAMES) == {
-        "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+        "resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     }  # fmt: skip
 

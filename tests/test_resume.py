@@ -1,0 +1,80 @@
+"""Preemption: SIGKILL or SIGTERM mid-run, then the same command, gives bit-identical parameters."""
+
+import signal
+import subprocess
+import time
+
+import orbax.checkpoint as ocp
+from train_helpers import (
+    assert_trees_equal,
+    cli_args,
+    final_params,
+    subprocess_env,
+)
+
+
+def _wait_for(predicate, proc, timeout=240.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended early with {proc.returncode}: {proc.stdout.read()}"
+            )
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out waiting")
+
+
+def test_kill_and_sigterm_resume_bit_for_bit(tmp_path):
+    """Uninterrupted vs SIGKILL-then-restart vs SIGTERM-then-restart: identical final parameters."""
+    env = subprocess_env()
+    extra = {"num_epochs": 3}
+    ref = tmp_path / "ref"
+    subprocess.run(cli_args(ref, **extra), env=env, check=True, capture_output=True, timeout=300)
+    ref_step, ref_params = final_params(ref)
+    assert ref_step == 45
+
+    # SIGKILL somewhere in epoch 2, after the epoch-1 checkpoint exists
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        cli_args(killed, **extra),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(lambda: (killed / "checkpoints" / "15").is_dir(), proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "45").exists()
+    subprocess.run(cli_args(killed, **extra), env=env, check=True, capture_output=True, timeout=300)
+    assert_trees_equal(final_params(killed)[1], ref_params)
+
+    # SIGTERM mid-run writes a checkpoint where it stops; the restart finishes identically
+    termed = tmp_path / "termed"
+    proc = subprocess.Popen(
+        cli_args(termed, **{**extra, "log_every_steps": 1}),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(lambda: (termed / "metrics.jsonl").exists(), proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out[-2000:]
+    assert "SIGTERM: checkpoint written at step" in out
+    manager = ocp.CheckpointManager(termed / "checkpoints")
+    stopped_at = manager.latest_step()
+    assert 0 < stopped_at < 45
+    subprocess.run(
+        cli_args(termed, **{**extra, "log_every_steps": 1}),
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert_trees_equal(final_params(termed)[1], ref_params)

@@ -1,0 +1,81 @@
+"""Shared helpers for the training-system tests: a tiny demo config, CLI arguments, readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fbl_jax.defaults import config_from_file
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.py"
+# A tiny, fast version of the demo: 2 epochs of 15 steps on 16×16 digits, ResNet-8.
+TINY = {
+    "num_epochs": 2,
+    "eval_every_epochs": 1,
+    "checkpoint_every_epochs": 1,
+    "log_every_steps": 5,
+    "model.name": "resnet8",
+    "optimizer.warmup_epochs": 0.5,
+    "optimizer.decay_epochs": (1,),
+    "optimizer.decay_multipliers": (0.1,),
+    "loss.curriculum_offset": 0.5,
+    "loss.drw_start_epoch": 1,
+}
+
+
+def tiny_config(**extra):
+    config = config_from_file(DEMO)
+    for key, value in {**TINY, **extra}.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def cli_args(workdir, **extra) -> list[str]:
+    args = [sys.executable, "-m", "fbl_jax.main", f"--config={DEMO}", f"--workdir={workdir}"]
+    for key, value in {**TINY, **extra}.items():
+        if isinstance(value, tuple):
+            value = "(" + ",".join(str(v) for v in value) + ",)"
+        args.append(f"--config.{key}={value}")
+    return args
+
+
+def subprocess_env(devices: int = 4) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def read_records(workdir) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def final_params(workdir) -> dict:
+    manager = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints")
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None)))
+    return step, jax.tree_util.tree_map(np.asarray, restored["state"]["params"])
+
+
+def assert_trees_equal(a, b):
+    flat_a = flax.traverse_util.flatten_dict(a)
+    flat_b = flax.traverse_util.flatten_dict(b)
+    assert flat_a.keys() == flat_b.keys()
+    for key in flat_a:
+        np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=str(key))
