@@ -29,8 +29,11 @@ from fbl_jax.models import get_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCE_STEP = 30
-TRAIN_STEPS = 12  # full-batch Adam steps of the hand-made source run
+TRAIN_STEPS = 25  # full-batch Adam steps of the hand-made source run
 LR = 0.01
+HEAD_BIAS_POWER = 0.3
+EPOCHS = 5  # of cRT / LWS
+LEARNING_RATES = {"crt": 0.2, "lws": 0.01}
 
 
 def _source_config():
@@ -105,6 +108,10 @@ def source(tmp_path_factory):
     for _ in range(TRAIN_STEPS):
         params, stats, opt_state = step(params, stats, opt_state)
     params, stats = jax.device_get((params, stats))
+    # Bias the classifier further towards the head: logit j scaled by (n_j / n_min)^power.
+    inflate = ((counts / counts.min()) ** HEAD_BIAS_POWER).astype(np.float32)
+    head = params["head"]
+    params["head"] = {"kernel": head["kernel"] * inflate, "bias": head["bias"] * inflate}
 
     run = tmp_path_factory.mktemp("runs") / "ce_source"
     run.mkdir()
@@ -284,7 +291,7 @@ def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, m
     config = _config(
         method,
         source["run"],
-        **{f"{method}.epochs": 4, f"{method}.optimizer.learning_rate": 0.05},
+        **{f"{method}.epochs": EPOCHS, f"{method}.optimizer.learning_rate": LEARNING_RATES[method]},
     )
     result = decouple.run_decouple(config, workdir)
     _assert_backbone_untouched(source, result, method)
@@ -292,7 +299,7 @@ def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, m
     logits = np.asarray(source["apply"](v, source["test_x"])[0])
     logits = logits * result.logit_scale + result.logit_bias
     after = balanced_top1(source["test_y"], logits.argmax(1), 10)
-    assert after > source["before"] + 0.05, (source["before"], after)
+    assert after > source["before"] + 0.1, (source["before"], after)
     if method == "lws":
         assert np.ptp(result.logit_scale) > 0  # the scales did move apart
     # the run's best-on-minival record describes the returned model
@@ -310,7 +317,7 @@ def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, m
         np.testing.assert_array_equal(saved["state"]["scale"], result.logit_scale)
     evals = [r for r in _records(workdir) if r["type"] == "eval"]
     assert [(r["step"], r["split"]) for r in evals][:2] == [(10, "test"), (10, "minival")]
-    assert len(evals) == 8
+    assert len(evals) == 2 * EPOCHS
 
 
 # ----------------------------------------------------------------------------- report, errors, CLI
@@ -371,3 +378,4 @@ def test_cli_flags_and_config_overrides_reach_the_run(source, tmp_path):
     assert proc.returncode != 0
     # the override reached the run: it looked for the LAST checkpoint of the --from directory
     assert f"no 'last' checkpoint: {no_last / 'checkpoints'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a wrong path is reported, not dumped

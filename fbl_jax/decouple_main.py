@@ -1,0 +1,62 @@
+"""fbl-decouple: re-balance a finished run's classifier without training its backbone.
+
+    fbl-decouple --method tau_norm --from runs/c10_ce --workdir runs/c10_ce_taunorm
+    fbl-decouple --method crt --from runs/c10_ce --workdir runs/c10_ce_crt \
+        --config.crt.epochs=5 --config.checkpoint=last
+
+Methods: tau_norm, la_posthoc, crt, lws (see fbl_jax/decouple.py). The config defaults to
+configs/decouple.py; --method and --from override config.method and config.from_run.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import pathlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fbl_jax import distributed
+from fbl_jax.decouple import METHODS
+
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "decouple.py"
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "New directory for the decoupled run.")
+flags.DEFINE_enum("method", None, list(METHODS), "Overrides config.method.")
+flags.DEFINE_string("from", None, "The source fbl-train WORKDIR; overrides config.from_run.")
+config_flags.DEFINE_config_file(
+    "config", str(DEFAULT_CONFIG), "A decouple config file (configs/decouple.py).", lock_config=True
+)
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
+    if not std_logging.getLogger().handlers:
+        std_logging.basicConfig(level=std_logging.INFO, format="%(asctime)s %(message)s")
+    config = FLAGS.config
+    with config.unlocked():
+        if FLAGS.method is not None:
+            config.method = FLAGS.method
+        if FLAGS["from"].value is not None:
+            config.from_run = FLAGS["from"].value
+    distributed.maybe_initialize(config.distributed)
+    from fbl_jax.decouple import run_decouple  # after jax.distributed joins hosts
+
+    try:
+        run_decouple(config, FLAGS.workdir)
+    except (FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"fbl-decouple: {err}")  # a wrong path: the message, no traceback
+
+
+def run() -> None:
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()
