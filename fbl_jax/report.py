@@ -22,8 +22,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-# Config keys that name a run rather than define its setting (dotted paths).
-DEFAULT_IGNORE_KEYS = ("seed", "run_name", "workdir")
+# Config keys that name a run rather than define its setting (dotted paths); a decoupled run's
+# source run and checkpoint path differ from seed to seed like its workdir.
+DEFAULT_IGNORE_KEYS = (
+    "seed",
+    "run_name",
+    "workdir",
+    "decouple.from_run",
+    "decouple.checkpoint_path",
+)
+# How the method column names fbl-decouple's methods.
+DECOUPLE_LABELS = {"tau_norm": "τ-norm", "la_posthoc": "post-hoc LA", "crt": "cRT", "lws": "LWS"}
 # Shape of the figures: 8×5 inches at 100 dpi is 800×500 pixels.
 DEFAULT_FIGSIZE = (8.0, 5.0)
 DEFAULT_DPI = 100
@@ -212,13 +221,22 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def method_name(config: dict[str, Any]) -> str:
-    """Loss name; for FBL with its λ form and curriculum, e.g. 'fbl (paper, parabolic)'."""
+    """Loss name; for FBL with its λ form and curriculum, e.g. 'fbl (paper, parabolic)'.
+
+    A decoupled run (fbl-decouple) adds its method, e.g. 'fbl (paper, parabolic) + τ-norm (τ=0.8)'.
+    """
     loss = config.get("loss", {}) or {}
     name = str(loss.get("name", "?"))
     if name == "fbl":
         extra = [str(loss[k]) for k in ("fbl_form", "curriculum") if loss.get(k) is not None]
         if extra:
             name += f" ({', '.join(extra)})"
+    decouple = config.get("decouple") or {}
+    if decouple.get("method"):
+        label = DECOUPLE_LABELS.get(decouple["method"], str(decouple["method"]))
+        if decouple.get("tau") is not None:
+            label += f" (τ={float(decouple['tau']):g})"
+        name += f" + {label}"
     return name
 
 
