@@ -1,0 +1,155 @@
+"""fbl-bench: table and JSON output, the median throughput, synthetic counts, argument errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import statistics
+import sys
+
+import jax
+import pytest
+
+from fbl_jax import benchmark
+
+TINY = ["--model", "resnet8", "--image-size", "16", "--batch-size", "8", "--num-images", "32"]
+TINY += ["--steps", "3", "--warmup", "1"]
+
+
+def _run(argv: list[str]) -> tuple[dict, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        out = benchmark.main(argv)
+    return out, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def json_run() -> tuple[dict, str]:
+    tf_before = "tensorflow" in sys.modules
+    out = _run(TINY + ["--what", "all", "--json"])
+    if not tf_before:  # the on-device path must not load TensorFlow
+        assert "tensorflow" not in sys.modules
+    return out
+
+
+@pytest.fixture(scope="module")
+def table_run() -> tuple[dict, str]:
+    return _run(TINY + ["--what", "train", "--steps-per-call", "2"])
+
+
+def test_json_is_one_object_with_the_median_train_throughput(json_run):
+    out, stdout = json_run
+    parsed = json.loads(stdout)  # the whole stdout is exactly one JSON document
+    assert parsed == json.loads(json.dumps(out))
+    for key in ("backend", "device_kind", "model", "batch_size", "steps", "results"):
+        assert key in parsed
+    assert parsed["model"] == "resnet8" and parsed["batch_size"] == 8 and parsed["steps"] == 3
+    assert parsed["backend"] == jax.default_backend()
+    assert parsed["devices"] == jax.local_device_count() == 4
+    assert [(r["what"], r["feed"]) for r in parsed["results"]] == [
+        ("train", "device"),
+        ("pipeline", "device"),
+        ("eval", "device"),
+    ]
+    train = parsed["results"][0]
+    assert len(train["call_seconds"]) == 3 and train["images_per_call"] == 8
+    per_call = [train["images_per_call"] / s for s in train["call_seconds"]]
+    expected = statistics.median(per_call)
+    assert parsed["train_images_per_s"] > 0
+    assert parsed["train_images_per_s"] == pytest.approx(expected, rel=1e-12)
+    assert train["min_images_per_s"] == pytest.approx(min(per_call), rel=1e-12)
+    assert train["max_images_per_s"] == pytest.approx(max(per_call), rel=1e-12)
+    assert train["ms_per_step"] == pytest.approx(1000 * 8 / expected, rel=1e-12)
+    # the real FBL train step ran: a finite loss near log(C) for a fresh 10-class network
+    assert math.isfinite(train["last_loss"]) and 0 < train["last_loss"] < 20
+    for r in parsed["results"][1:]:
+        rates = [r["images_per_call"] / s for s in r["call_seconds"]]
+        assert r["images_per_s"] == pytest.approx(statistics.median(rates), rel=1e-12)
+    assert parsed["eval_images_per_s"] == parsed["results"][2]["images_per_s"]
+
+
+def test_table_has_a_header_and_one_numeric_row_per_measurement(table_run):
+    out, stdout = table_run
+    lines = [line for line in stdout.strip().splitlines() if line.strip()]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    assert cells[0] == list(benchmark.COLUMNS)
+    assert set(cells[1]) == {"---"}
+    rows = cells[2:]
+    assert len(rows) == len(out["results"]) == 1
+    row = dict(zip(cells[0], rows[0]))
+    result = out["results"][0]
+    assert row["model"] == "resnet8" and row["batch"] == "8" and row["image"] == "16"
+    assert row["devices"] == "4" and row["what"] == "train x2" and row["feed"] == "device"
+    assert row["backend"] == f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
+    # K = 2 steps per call: 16 images per call, ms/step is half a call at the median rate
+    per_call = [16 / s for s in result["call_seconds"]]
+    median = statistics.median(per_call)
+    assert float(row["median img/s"]) == pytest.approx(median, abs=0.051)
+    assert float(row["min img/s"]) == pytest.approx(min(per_call), abs=0.051)
+    assert float(row["max img/s"]) == pytest.approx(max(per_call), abs=0.051)
+    assert float(row["ms/step"]) == pytest.approx(1000 * 8 / median, abs=0.0006)
+    assert float(row["min img/s"]) <= float(row["median img/s"]) <= float(row["max img/s"])
+
+
+def test_tf_pipeline_alone_reads_the_written_jpegs():
+    out, stdout = _run(TINY + ["--what", "pipeline", "--pipeline", "tf", "--tf-images", "16"])
+    assert "| pipeline | tf |" in stdout
+    (res,) = out["results"]
+    assert (res["what"], res["feed"], res["tf_files"]) == ("pipeline", "tf", 16)
+    assert out["train_images_per_s"] is None
+    rates = [8 / s for s in res["call_seconds"]]
+    assert out["pipeline_images_per_s"] == pytest.approx(statistics.median(rates), rel=1e-12)
+
+
+def test_summarize_from_hand_computed_timings():
+    res = benchmark.summarize("train", "device", 5.0, [0.1, 0.2, 0.4], images_per_call=8, k=2)
+    # rates 80, 40, 20 images/s; median 40 -> 4 images per step take 100 ms
+    assert res["images_per_s"] == pytest.approx(40.0)
+    assert res["min_images_per_s"] == pytest.approx(20.0)
+    assert res["max_images_per_s"] == pytest.approx(80.0)
+    assert res["ms_per_step"] == pytest.approx(100.0)
+    even = benchmark.summarize("eval", "device", 0.0, [0.1, 0.2, 0.4, 0.8], images_per_call=8)
+    assert even["images_per_s"] == pytest.approx((40.0 + 20.0) / 2)
+
+
+def test_synthetic_class_counts_follow_the_exp_profile():
+    n, c, imb = 10_000, 10, 100.0
+    weights = [imb ** (-i / (c - 1)) for i in range(c)]
+    ideal = [n * w / sum(weights) for w in weights]
+    counts = benchmark.synthetic_class_counts(n, c, imb).tolist()
+    assert sum(counts) == n
+    assert counts[1:] == [math.floor(x) for x in ideal[1:]]  # the head takes the remainder
+    assert counts[0] - math.floor(ideal[0]) == n - sum(math.floor(x) for x in ideal)
+    # few images for many classes: every class keeps one image, the total is still exact
+    small = benchmark.synthetic_class_counts(60, 50, 100.0).tolist()
+    assert sum(small) == 60 and min(small) == 1
+    assert small == sorted(small, reverse=True)
+    assert benchmark.synthetic_class_counts(30, 3, 1.0).tolist() == [10, 10, 10]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet7"], r"unknown --model 'resnet7'.*resnet32"),
+        (["--batch-size", "6"], r"--batch-size=6 does not divide over 4 devices.*multiple of 4"),
+        (["--steps", "0"], r"--steps must be >= 1, got 0"),
+        (["--devices", "9"], r"--devices=9.*4 local devices"),
+        (["--what", "speed"], r"unknown --what 'speed'.*'train'"),
+        (["--pipeline", "tf", "--steps-per-call", "4"], r"--pipeline device"),
+        (["--num-classes", "100", "--num-images", "50"], r"--num-images=50"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(argv, message):
+    with pytest.raises(ValueError, match=message):
+        benchmark.main(argv)
+
+
+def test_console_script_reports_errors_with_exit_code_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["fbl-bench", "--model", "vgg16"])
+    with pytest.raises(SystemExit) as exc:
+        benchmark.run()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "fbl-bench: error: unknown --model 'vgg16'" in err and "resnet50" in err
