@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax import defaults, losses, optim, train_steps
+from fbl_jax import cpu_flags, defaults, losses, optim, train_steps
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
@@ -372,6 +372,7 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def run() -> None:
+    cpu_flags.apply_fast_cpu_flags()  # FBL_JAX_FAST_CPU=0 measures without them
     try:
         main(sys.argv[1:])
     except ValueError as err:

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbl_jax import distributed
+from fbl_jax import cpu_flags, distributed
 from fbl_jax.decouple import METHODS
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "decouple.py"
@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
             config.method = FLAGS.method
         if FLAGS["from"].value is not None:
             config.from_run = FLAGS["from"].value
+    cpu_flags.apply_fast_cpu_flags()
     distributed.maybe_initialize(config.distributed)
     from fbl_jax.decouple import run_decouple  # after jax.distributed joins hosts
 

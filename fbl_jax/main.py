@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbl_jax import distributed
+from fbl_jax import cpu_flags, distributed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
@@ -28,6 +28,7 @@ def main(argv: list[str]) -> None:
     # absl at WARNING keeps orbax quiet; fbl_jax's own logger reports progress at INFO.
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
+    cpu_flags.apply_fast_cpu_flags()
     distributed.maybe_initialize(FLAGS.config.distributed)
     from fbl_jax.train import train_and_evaluate  # after jax.distributed joins hosts
 

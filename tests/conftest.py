@@ -6,6 +6,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from fbl_jax.cpu_flags import apply_fast_cpu_flags  # noqa: E402
+
+apply_fast_cpu_flags()  # as the entry points do; subprocesses inherit XLA_FLAGS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # One XLA compilation cache for every test process and the runs they start: the tiny models
