@@ -17,7 +17,6 @@ neither its weights nor its BatchNorm statistics change. For a cosine head the l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 import pathlib
@@ -33,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from ml_collections.config_dict import placeholder
 
-from fbl_jax import checkpointing, evaluate, losses, optim, train, train_steps
+from fbl_jax import checkpointing, defaults, evaluate, losses, optim, train, train_steps
 from fbl_jax.data import SAMPLER_NAMES, build_datasets
 from fbl_jax.metric_writers import MetricWriter, check_finite
 
@@ -76,17 +75,13 @@ def default_config() -> ml_collections.ConfigDict:
             }
         )
         c[name] = m
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.initialize = "auto"
-    c.distributed.coordinator_address = placeholder(str)
-    c.distributed.num_processes = placeholder(int)
-    c.distributed.process_id = placeholder(int)
+    c.distributed = defaults.distributed_config()
     return c
 
 
 def validate_config(config: Any) -> None:
     """Unknown keys (with close matches) and impossible values raise ValueError."""
-    _check_keys(config, default_config(), "config")
+    defaults.check_keys(config, default_config(), "config")
     if config.method not in METHODS:
         raise ValueError(f"config.method={config.method!r}; choose one of {METHODS} (--method)")
     if not config.from_run:
@@ -111,19 +106,6 @@ def validate_config(config: Any) -> None:
             raise ValueError(
                 f"config.{config.method}.sampler={m.sampler!r}; choose one of {SAMPLER_NAMES}"
             )
-
-
-def _check_keys(config: Any, schema: Any, where: str) -> None:
-    for key in config.keys():
-        if key not in schema:
-            close = difflib.get_close_matches(key, list(schema.keys()), n=3)
-            hint = f"; did you mean {close}?" if close else f"; valid keys: {sorted(schema.keys())}"
-            raise ValueError(f"unknown config key {where}.{key}{hint}")
-        if isinstance(schema[key], ml_collections.ConfigDict):
-            _check_keys(config[key], schema[key], f"{where}.{key}")
-
-
-# ----------------------------------------------------------------------------- the corrections
 
 
 def tau_normalize(kernel: Any, tau: float) -> jnp.ndarray:

@@ -90,19 +90,24 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.mixup_alpha = 0.0
     c.data.cache_dir = placeholder(str)
 
-    # Multi-host: "auto" joins hosts when the environment describes several processes (TPU pod,
-    # Slurm, or the explicit fields below); "never" runs single-process.
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.initialize = "auto"
-    c.distributed.coordinator_address = placeholder(str)
-    c.distributed.num_processes = placeholder(int)
-    c.distributed.process_id = placeholder(int)
+    c.distributed = distributed_config()
     return c
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+    """Multi-host: "auto" joins hosts when the environment describes several processes (TPU pod,
+    Slurm, or the explicit fields); "explicit" needs them; "never" runs single-process."""
+    d = ml_collections.ConfigDict()
+    d.initialize = "auto"
+    d.coordinator_address = placeholder(str)
+    d.num_processes = placeholder(int)
+    d.process_id = placeholder(int)
+    return d
 
 
 def validate_config(config: Any) -> None:
     """Unknown keys (with close matches) and impossible top-level values raise ValueError."""
-    _check_keys(config, get_default_config(), "config")
+    check_keys(config, get_default_config(), "config")
     positive = ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs")
     positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps", "steps_per_call")
     for key in positive:
@@ -116,14 +121,15 @@ def validate_config(config: Any) -> None:
         )
 
 
-def _check_keys(config: Any, schema: Any, where: str) -> None:
+def check_keys(config: Any, schema: Any, where: str) -> None:
+    """Every key of `config` must be in `schema`; the error names the key and close matches."""
     for key in config.keys():
         if key not in schema:
             close = difflib.get_close_matches(key, list(schema.keys()), n=3)
             hint = f"; did you mean {close}?" if close else f"; valid keys: {sorted(schema.keys())}"
             raise ValueError(f"unknown config key {where}.{key}{hint}")
         if isinstance(schema[key], ml_collections.ConfigDict):
-            _check_keys(config[key], schema[key], f"{where}.{key}")
+            check_keys(config[key], schema[key], f"{where}.{key}")
 
 
 def config_from_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -303,46 +303,9 @@ class TrainPipeline:
             step += 1
 
 
-def make_train_pipeline(
-    paths: Sequence[str],
-    labels: Sequence[int],
-    *,
-    sampler: Sampler,
-    global_batch_size: int,
-    process_index: int,
-    process_count: int,
-    local_device_count: int,
-    image_size: int = 224,
-    seed: int = 0,
-    mixup_alpha: float = 0.0,
-    mean: Sequence[float],
-    std: Sequence[float],
-    num_parallel_calls: int = AUTOTUNE,
-    augment: str = "imagenet",
-    cifar_pad: int = 4,
-    crop_scale: Sequence[float] = tf_augment.RRC_SCALE,
-    crop_ratio: Sequence[float] = tf_augment.RRC_RATIO,
-) -> TrainPipeline:
-    """Per-host training pipeline: ``.steps_per_epoch`` and ``.iterator(start_step=0)``."""
-    return TrainPipeline(
-        paths,
-        labels,
-        sampler=sampler,
-        global_batch_size=global_batch_size,
-        process_index=process_index,
-        process_count=process_count,
-        local_device_count=local_device_count,
-        image_size=image_size,
-        seed=seed,
-        mixup_alpha=mixup_alpha,
-        mean=mean,
-        std=std,
-        num_parallel_calls=num_parallel_calls,
-        augment=augment,
-        cifar_pad=cifar_pad,
-        crop_scale=crop_scale,
-        crop_ratio=crop_ratio,
-    )
+# The public constructor: per-host training pipeline with `.steps_per_epoch` and
+# `.iterator(start_step=0)` (arguments documented on TrainPipeline).
+make_train_pipeline = TrainPipeline
 
 
 def eval_host_positions(
