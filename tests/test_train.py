@@ -129,3 +129,13 @@ def test_pmap_on_four_devices_equals_one_device():
     # and the step did change the parameters (the comparison above is not vacuous)
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), four.params, params)
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-3
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
+    from fbl_jax.metric_writers import NonFiniteError
+
+    config = tiny_config(**{"optimizer.learning_rate": 1e12, "optimizer.warmup_epochs": 0.0})
+    with pytest.raises(NonFiniteError, match=r"loss is (nan|inf) at step \d+"):
+        train_and_evaluate(config, tmp_path)
+    # nothing non-finite was checkpointed: the run stopped before its first epoch-end save
+    assert not (tmp_path / "checkpoints" / "15").exists()
