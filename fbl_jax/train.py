@@ -243,7 +243,6 @@ class _Runner:
                 return pipeline.batch(data, step, jax.lax.axis_index(train_steps.AXIS))
 
             self.device_data = flax.jax_utils.replicate(pipeline.device_data())
-            self._host_iter = None
         step_fn = train_steps.make_train_step(model, loss_fn, tx, lr_schedule, spe, make_batch)
         self.p_step = train_steps.pmap_train(step_fn)
         self.p_multi = (
@@ -254,6 +253,7 @@ class _Runner:
         self.p_eval = jax.pmap(
             train_steps.make_eval_step(model, bundle.num_classes), axis_name=train_steps.AXIS
         )
+        self._host_iter = None  # tf pipeline: the iterator, and the step it will yield next
         self._host_iter_step: int | None = None
 
     def run(self, p_state, step: int, n: int):
