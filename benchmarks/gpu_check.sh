@@ -1,32 +1,49 @@
 #!/usr/bin/env bash
-# The GPU check of issue 6, as ONE prepared script for a lent GPU machine (jax, flax, optax and
-# orbax are there; TensorFlow, tfds and ml-collections are not). Prepare here, from the repo root:
+# Issue 6's GPU check, as ONE prepared command for a lent GPU machine (its image has jax, flax,
+# optax and orbax, not TensorFlow, tfds or ml-collections, and reaches no registry). Prepare here,
+# from the repo root:
 #
-#   echo /.whl/ >> .git/info/exclude && python3 -m pip download --no-deps --only-binary=:all: \
-#     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     ml-collections==1.1.0 tensorboardX==2.6.5
-#   mkdir -p .data && echo /.data/ >> .git/info/exclude && cp ../shared/data/cifar10/cifar10-jpeg.tar.gz .data/
+#   echo /.whl/ >> .git/info/exclude && echo /.data/ >> .git/info/exclude
+#   W="python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+#      --platform manylinux2014_x86_64"
+#   $W -d .whl ml-collections==1.1.0 tensorboardX==2.6.5
+#   $W -d .whl/fallback flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8  # if the image's fail
+#   mkdir -p .data && cp ../shared/data/cifar10/cifar10-jpeg.tar.gz .data/
 #
-# then run it with carry [".whl", ".data"]:   bash benchmarks/gpu_check.sh $OUT [EPOCHS]
-# It prints the throughput table (ResNet-32 at batch 64, 128, 512; ResNet-50 at 224 px), then, with
-# EPOCHS > 0, trains CIFAR-10-LT IF 100 with FBL and with cross-entropy for EPOCHS epochs each
-# (200 = the paper's protocol) and copies metrics.jsonl of both runs to OUT.
-set -euo pipefail
-out="${1:?usage: gpu_check.sh OUT_DIR [EPOCHS]}"
-epochs="${2:-0}"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-for bs in 64 128 512; do
-  python3 -m fbl_jax.benchmark --model resnet32 --batch-size "$bs" --steps 50 --what all | tee -a "$out/bench.md"
-done
-python3 -m fbl_jax.benchmark --model resnet50 --image-size 224 --num-classes 1000 --batch-size 128 \
-  --steps 20 --what train --half-precision | tee -a "$out/bench.md"
-if [ "$epochs" -gt 0 ]; then
-  mkdir -p /tmp/cifar10 && tar -xzf .data/cifar10-jpeg.tar.gz -C /tmp/cifar10
-  for loss in fbl ce; do
-    python3 -m fbl_jax.main --config=configs/cifar10_lt.py --workdir="/tmp/runs/$loss" \
-      --config.data.root=/tmp/cifar10 --config.loss.name="$loss" --config.num_epochs="$epochs"
-    cp "/tmp/runs/$loss/metrics.jsonl" "$out/metrics_$loss.jsonl"
-  done
+# then, with carry [".whl", ".data"]:   bash benchmarks/gpu_check.sh $OUT [BUDGET_SECONDS]
+# A demo-sized fbl-train run checks the image's packages first (falling back to the carried
+# flax/optax/orbax wheels); benchmarks/gpu_session.py then spends the rest of the budget.
+set -uo pipefail
+out="${1:?usage: gpu_check.sh OUT_DIR [BUDGET_SECONDS]}"
+budget="${2:-570}"
+t0=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 2
+export PYTHONPATH="/tmp/site:$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export FBL_JAX_FAST_CPU=0  # the CPU-only XLA flag is not for this backend
+export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache  # runs share their identical eval steps
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+mkdir -p /tmp/cifar10 && (tar -xzf .data/cifar10-jpeg.tar.gz -C /tmp/cifar10; echo untarred) &
+untar=$!
+versions='import sys, jax, flax, optax, orbax.checkpoint as o, numpy
+print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, "optax",
+      optax.__version__, "orbax", o.__version__, "numpy", numpy.__version__, jax.devices())'
+preflight() {
+  python3 -c "$versions" 2>&1 | tee -a "$out/versions.txt"
+  rm -rf /tmp/preflight
+  python3 -m fbl_jax.main --config=configs/demo.py --workdir=/tmp/preflight \
+    --config.model.name=resnet8 --config.num_epochs=2 --config.loss.curriculum_offset=0.5 --config.eval_every_epochs=1 \
+    --config.checkpoint_every_epochs=1 >>"$out/preflight.log" 2>&1
+}
+if ! preflight; then
+  echo "preflight failed with the image's packages; trying the carried flax/optax/orbax" | tee -a "$out/versions.txt"
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+    .whl/fallback/*.whl .whl/*.whl || exit 2
+  preflight || { tail -40 "$out/preflight.log"; exit 3; }
 fi
+tail -3 "$out/preflight.log"
+wait "$untar"
+left=$((budget - ($(date +%s) - t0)))
+echo "preflight done after $(( $(date +%s) - t0 ))s; session budget ${left}s"
+python3 benchmarks/gpu_session.py --out "$out" --data-root /tmp/cifar10 --budget-s "$left" \
+  --plan "${PLAN:-gpu}" 2>&1 \
+  | tee "$out/session.log"
