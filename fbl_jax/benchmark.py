@@ -32,6 +32,7 @@ from fbl_jax import cpu_flags, defaults, losses, optim, train_steps
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
+from fbl_jax.models.layers import resolve_bn_impl
 
 WHATS = ("train", "pipeline", "eval", "all")
 PIPELINES = ("device", "tf", "both")
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--steps-per-call", type=int, default=1, help="train steps per call (scan)")
     p.add_argument("--half-precision", action="store_true", help="bfloat16 compute")
+    p.add_argument(
+        "--batch-norm", default="auto", help="auto|flax|fused_grad (config.model.batch_norm)"
+    )
     p.add_argument("--loss", default="fbl", help=f"one of {losses.LOSS_NAMES}")
     p.add_argument("--fbl-form", default="authors_code", help=f"one of {losses.FBL_FORMS}")
     p.add_argument("--fbl-scale", type=float, default=60.0, help="A of the authors' code")
@@ -231,7 +235,10 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
     spe = pipeline.steps_per_epoch
     head = "cosine" if losses.loss_needs_cosine_head(args.loss) else "linear"
     dtype = jnp.bfloat16 if args.half_precision else jnp.float32
-    model = get_model(args.model, c, head=head, dtype=dtype, bn_axis_name=train_steps.AXIS)
+    bn_impl = resolve_bn_impl(args.batch_norm)
+    model = get_model(
+        args.model, c, head=head, dtype=dtype, bn_axis_name=train_steps.AXIS, bn_impl=bn_impl
+    )
     loss_fn = losses.make_loss(cfg.loss, counts, args.num_epochs)
     lr_schedule = optim.make_lr_schedule(cfg.optimizer, spe, args.num_epochs)
     variables = train_steps.init_variables(jax.random.key(args.seed, impl="rbg"), model, shape)
@@ -345,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "warmup": args.warmup,
         "steps_per_call": args.steps_per_call,
         "half_precision": args.half_precision,
+        "batch_norm": resolve_bn_impl(args.batch_norm),
         "loss": args.loss,
         "num_images": args.num_images,
         "train_images_per_s": median_of("train"),

@@ -14,6 +14,8 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from fbl_jax.models.layers import BN_IMPLS
+
 
 def get_default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -35,6 +37,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet32"
     c.model.head = "linear"  # "cosine" for LDAM
+    # BatchNorm: "flax" (nn.BatchNorm), "fused_grad" (same values, closed-form backward; faster on
+    # CPU) or "auto" (fused_grad on the CPU backend, flax elsewhere)
+    c.model.batch_norm = "auto"
     c.model.freeze = ()  # top-level modules kept fixed, e.g. ("conv1", "bn1", "layer1", ...)
     c.model.pretrained = ""  # torchvision state dict (.pth/.npz/.safetensors)
     c.model.pretrained_skip_head = True
@@ -114,6 +119,11 @@ def validate_config(config: Any) -> None:
         value = config[key]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"config.{key} must be a positive integer, got {value!r}")
+    if config.model.batch_norm not in ("auto", *BN_IMPLS):
+        raise ValueError(
+            f"config.model.batch_norm={config.model.batch_norm!r}; "
+            f"choose one of {('auto', *BN_IMPLS)}"
+        )
     if config.distributed.initialize not in ("auto", "never", "explicit"):
         raise ValueError(
             f"config.distributed.initialize={config.distributed.initialize!r}; "

@@ -20,6 +20,7 @@ from fbl_jax import checkpointing, defaults, evaluate, losses, optim, train_step
 from fbl_jax.data import build_datasets
 from fbl_jax.metric_writers import MetricWriter, check_finite
 from fbl_jax.models import get_model
+from fbl_jax.models.layers import resolve_bn_impl
 from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
 
 log = logging.getLogger("fbl_jax")
@@ -39,6 +40,8 @@ def build_model(config: Any, num_classes: int):
         head=config.model.head,
         dtype=dtype,
         bn_axis_name=train_steps.AXIS,
+        # runs saved before the option existed have no model.batch_norm
+        bn_impl=resolve_bn_impl(config.model.get("batch_norm", "auto")),
     )
 
 

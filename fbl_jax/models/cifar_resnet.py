@@ -63,6 +63,7 @@ class CifarBasicBlock(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -73,6 +74,7 @@ class CifarBasicBlock(nn.Module):
                 epsilon=self.bn_eps,
                 dtype=self.dtype,
                 axis_name=self.bn_axis_name,
+                impl=self.bn_impl,
                 name=name,
             )
 
@@ -95,6 +97,7 @@ class CifarStem(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -107,6 +110,7 @@ class CifarStem(nn.Module):
             epsilon=self.bn_eps,
             dtype=self.dtype,
             axis_name=self.bn_axis_name,
+            impl=self.bn_impl,
             name="bn",
         )(x)
         return nn.relu(x)
@@ -122,6 +126,7 @@ class CifarStage(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -133,6 +138,7 @@ class CifarStage(nn.Module):
                 bn_momentum=self.bn_momentum,
                 bn_eps=self.bn_eps,
                 bn_axis_name=self.bn_axis_name,
+                bn_impl=self.bn_impl,
                 name=f"block{i}",
             )(x, train)
         return x
@@ -143,6 +149,7 @@ class CifarResNet(nn.Module):
 
     ``bn_momentum`` is flax's convention (0.9 == PyTorch momentum 0.1). ``bn_axis_name`` turns on
     cross-device (synchronised) BatchNorm under ``pmap``; ``None`` keeps per-device statistics.
+    ``bn_impl`` picks the BatchNorm implementation (``layers.BN_IMPLS``).
     """
 
     num_blocks: int
@@ -153,6 +160,7 @@ class CifarResNet(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
@@ -162,6 +170,7 @@ class CifarResNet(nn.Module):
             bn_momentum=self.bn_momentum,
             bn_eps=self.bn_eps,
             bn_axis_name=self.bn_axis_name,
+            bn_impl=self.bn_impl,
         )
         x = images.astype(self.dtype)
         x = CifarStem(self.widths[0], name="stem", **bn_kw)(x, train)

@@ -104,6 +104,7 @@ class _BlockBase(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
     zero_init_residual: bool = False
 
     def _bn(self, train: bool, name: str, last: bool = False) -> nn.BatchNorm:
@@ -114,6 +115,7 @@ class _BlockBase(nn.Module):
             epsilon=self.bn_eps,
             dtype=self.dtype,
             axis_name=self.bn_axis_name,
+            impl=self.bn_impl,
             scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
             name=name,
         )
@@ -174,6 +176,7 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
+    bn_impl: str = "flax"
     stem_width: int = 64
 
     @nn.compact
@@ -187,6 +190,7 @@ class ResNet(nn.Module):
             bn_momentum=self.bn_momentum,
             bn_eps=self.bn_eps,
             bn_axis_name=self.bn_axis_name,
+            bn_impl=self.bn_impl,
         )
         x = images.astype(self.dtype)
         x = conv(
@@ -204,6 +208,7 @@ class ResNet(nn.Module):
             epsilon=self.bn_eps,
             dtype=self.dtype,
             axis_name=self.bn_axis_name,
+            impl=self.bn_impl,
             name="bn1",
         )(x)
         x = nn.relu(x)
