@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fbl-jax against the PyTorch reference, side by side on this CPU: ROUNDS rounds of
-# (PyTorch NCHW, fbl-jax with the fused-gradient BatchNorm — the CPU default —, fbl-jax with flax's
-# BatchNorm), each the median images/s of STEPS timed ResNet-32 + FBL train steps at batch 64.
+# (PyTorch NCHW, fbl-jax with the fused-gradient BatchNorm, the same with 4 steps per compiled
+# call — the trainer's CPU defaults —, fbl-jax with flax's BatchNorm), each the median images/s
+# of STEPS timed ResNet-32 + FBL train calls at batch 64.
 # Alternating the three spreads the machine's drift over all of them; compare within a round.
 #
 #   TORCH_PYTHON=/path/to/venv-with-torch/bin/python bash benchmarks/cpu_pairs.sh [ROUNDS] [STEPS]
@@ -10,13 +11,14 @@ rounds="${1:-4}"
 steps="${2:-40}"
 torch_py="${TORCH_PYTHON:?set TORCH_PYTHON to a python with torch (see benchmarks/torch_reference.py)}"
 jax_bench() {
-  fbl-bench --model resnet32 --batch-size 64 --steps "$steps" --batch-norm "$1" --json 2>/dev/null \
-    | tail -1 | python3 -c "import json,sys; d=json.load(sys.stdin); r=d['results'][0]
-print(f\"fbl-jax {d['batch_norm']}: median {r['images_per_s']:.1f} img/s (min {r['min_images_per_s']:.1f}, max {r['max_images_per_s']:.1f})\")"
+  fbl-bench --model resnet32 --batch-size 64 --steps "$3" --batch-norm "$1" --steps-per-call "$2" \
+    --json 2>/dev/null | tail -1 | python3 -c "import json,sys; d=json.load(sys.stdin); r=d['results'][0]
+print(f\"fbl-jax {d['batch_norm']}, {d['steps_per_call']} step(s)/call: median {r['images_per_s']:.1f} img/s (min {r['min_images_per_s']:.1f}, max {r['max_images_per_s']:.1f})\")"
 }
 for i in $(seq "$rounds"); do
   echo "round $i $(date -u +%FT%TZ)"
   "$torch_py" benchmarks/torch_reference.py --batch-size 64 --steps "$steps" | tail -1
-  jax_bench fused_grad
-  jax_bench flax
+  jax_bench fused_grad 1 "$steps"
+  jax_bench fused_grad 4 "$((steps / 4 + 1))"
+  jax_bench flax 1 "$steps"
 done

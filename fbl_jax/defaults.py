@@ -30,8 +30,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.log_every_steps = 100
     # Train steps per compiled call (lax.scan), on-device pipeline only; logging, evaluation
-    # and checkpoints still happen at their own steps.
-    c.steps_per_call = 1
+    # and checkpoints still happen at their own steps. 0 = automatic: CPU_STEPS_PER_CALL with the
+    # on-device pipeline on the CPU backend (~20 % faster there, BENCHMARKS.md), else 1.
+    c.steps_per_call = 0
     c.half_precision = False  # bfloat16 compute, float32 params/BN statistics/loss
 
     c.model = ml_collections.ConfigDict()
@@ -114,11 +115,18 @@ def validate_config(config: Any) -> None:
     """Unknown keys (with close matches) and impossible top-level values raise ValueError."""
     check_keys(config, get_default_config(), "config")
     positive = ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs")
-    positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps", "steps_per_call")
+    positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps")
     for key in positive:
         value = config[key]
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"config.{key} must be a positive integer, got {value!r}")
+    k = config.steps_per_call
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"config.steps_per_call must be an integer >= 0 (0: automatic), got {k!r}")
+    if k > 1 and config.data.pipeline != "device":
+        raise ValueError(
+            f"config.steps_per_call={k} needs config.data.pipeline='device'; use 1 or 0 (automatic)"
+        )
     if config.model.batch_norm not in ("auto", *BN_IMPLS):
         raise ValueError(
             f"config.model.batch_norm={config.model.batch_norm!r}; "
@@ -129,6 +137,16 @@ def validate_config(config: Any) -> None:
             f"config.distributed.initialize={config.distributed.initialize!r}; "
             "choose one of ('auto', 'never', 'explicit')"
         )
+
+
+CPU_STEPS_PER_CALL = 4
+
+
+def resolve_steps_per_call(config: Any, backend: str) -> int:
+    """config.steps_per_call, with 0 resolved for this backend and pipeline."""
+    if config.steps_per_call:
+        return config.steps_per_call
+    return CPU_STEPS_PER_CALL if backend == "cpu" and config.data.pipeline == "device" else 1
 
 
 def check_keys(config: Any, schema: Any, where: str) -> None:

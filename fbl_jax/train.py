@@ -72,8 +72,6 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
         raise ValueError(
             f"loss {config.loss.name!r} is defined on cosine logits: set config.model.head='cosine'"
         )
-    if config.steps_per_call > 1 and config.data.pipeline != "device":
-        raise ValueError("config.steps_per_call > 1 needs config.data.pipeline='device'")
 
     bundle = build_datasets(
         config.data,
@@ -237,7 +235,8 @@ class _Runner:
 
     def __init__(self, config, bundle, model, loss_fn, tx, lr_schedule, spe) -> None:
         self.bundle = bundle
-        self.k = config.steps_per_call
+        self.k = defaults.resolve_steps_per_call(config, jax.default_backend())
+        log.info("%d train step(s) per compiled call", self.k)
         make_batch = None
         if bundle.pipeline == "device":
             pipeline = bundle.train

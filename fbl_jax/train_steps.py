@@ -112,14 +112,20 @@ def make_train_step(
     return step_fn
 
 
-def make_multi_step(step_fn: Callable, num_steps: int) -> Callable:
-    """`num_steps` train steps in one compiled call (lax.scan); metrics stacked per step."""
+def make_multi_step(step_fn: Callable, num_steps: int, unroll: bool | None = None) -> Callable:
+    """`num_steps` train steps in one compiled call (lax.scan); metrics stacked per step.
+
+    ``unroll`` (default: on the CPU backend) copies the step `num_steps` times instead of looping:
+    XLA's CPU backend runs this step inside a while loop ~30x slower (BENCHMARKS.md).
+    """
+    if unroll is None:
+        unroll = jax.default_backend() == "cpu"
 
     def multi(state, data):
         def body(s, _):
             return step_fn(s, data)
 
-        return jax.lax.scan(body, state, None, length=num_steps)
+        return jax.lax.scan(body, state, None, length=num_steps, unroll=num_steps if unroll else 1)
 
     return multi
 
