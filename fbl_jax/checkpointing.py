@@ -35,7 +35,8 @@ class Checkpoints:
     def __init__(self, workdir: str | pathlib.Path, keep: int) -> None:
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
-        self.workdir = pathlib.Path(workdir)
+        # orbax (tensorstore's OCDBT) needs an absolute path; `--workdir=runs/x` is relative
+        self.workdir = pathlib.Path(workdir).absolute()
         self.keep = keep
         self._latest = self._manager("checkpoints", keep)
         self._best = self._manager("best", 1)

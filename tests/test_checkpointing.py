@@ -68,3 +68,19 @@ def test_empty_workdir_gives_none(tmp_path):
     assert (
         checkpointing.Checkpoints(tmp_path, keep=2).restore_latest(make_state(0), IDENTITY) is None
     )
+
+
+def test_relative_workdir_saves_latest_and_best(tmp_path, monkeypatch):
+    """`fbl-train --workdir=runs/demo` (the README's command) gives orbax a relative path."""
+    monkeypatch.chdir(tmp_path)
+    ck = checkpointing.Checkpoints("runs/demo", keep=2)
+    ck.save(make_state(7), {**IDENTITY, "step": 7})
+    ck.save(make_state(5), {**IDENTITY, "step": 5}, best=True)
+    ck.close()
+    ck = checkpointing.Checkpoints(pathlib.Path("runs") / "demo", keep=2)
+    state, meta = ck.restore_latest(make_state(0), IDENTITY)
+    assert int(state["step"]) == 7 and meta["step"] == 7
+    best, best_meta = ck.restore_best(make_state(0))
+    assert int(best["step"]) == 5 and best_meta["step"] == 5
+    assert (tmp_path / "runs" / "demo" / "best").is_dir()
+    ck.close()
