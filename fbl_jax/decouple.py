@@ -178,7 +178,7 @@ def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> So
     if not ckpt_root.is_dir():
         raise FileNotFoundError(f"no {checkpoint!r} checkpoint: {ckpt_root} does not exist{hint}")
     options = ocp.CheckpointManagerOptions(create=False)
-    manager = ocp.CheckpointManager(ckpt_root, options=options)
+    manager = ocp.CheckpointManager(ckpt_root.absolute(), options=options)  # orbax: absolute
     step = manager.latest_step()
     if step is None:
         manager.close()
