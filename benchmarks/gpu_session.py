@@ -72,32 +72,24 @@ def plan(kind: str, data_root: str) -> tuple[list[Bench], list[Run], list[Run], 
     spe = 12406 // 64  # CIFAR-10-LT IF 100 has 12,406 training images
     r32 = ["--model", "resnet32", "--steps", "50", "--what", "train"]
     first = [Bench("resnet32_b64", [*r32, "--batch-size", "64"], 30)]
-    must = [
-        Run("full_fbl", full, data, 200 * spe),
-        Run("full_ce", full, [*data, "--config.loss.name=ce"], 200 * spe),
-    ]
-    ce, s1 = "--config.loss.name=ce", "--config.seed=1"
+    # the overrides that turn a config's FBL run into each method's run
+    ce, ldam_drw = (
+        ["--config.loss.name=ce"],
+        ["--config.loss.name=ldam_drw", "--config.model.head=cosine"],
+    )
+    la, s1 = ["--config.loss.name=la"], ["--config.seed=1"]
     optional = [
         Run("short_fbl_authors", short, data, 50 * spe),
-        Run("short_ce", short, [*data, ce], 50 * spe),
+        Run("short_ce", short, [*data, *ce], 50 * spe),
         Run("short_fbl_scaled", short, [*data, "--config.loss.curriculum_offset=2.5"], 50 * spe),
-        Run(
-            "short_ldam_drw",
-            short,
-            [*data, "--config.loss.name=ldam_drw", "--config.model.head=cosine"],
-            50 * spe,
-        ),
-        Run("short_la", short, [*data, "--config.loss.name=la"], 50 * spe),
-        Run("short_fbl_authors_s1", short, [*data, s1], 50 * spe),
-        Run("short_ce_s1", short, [*data, ce, s1], 50 * spe),
-        Run(
-            "full_ldam_drw",
-            full,
-            [*data, "--config.loss.name=ldam_drw", "--config.model.head=cosine"],
-            200 * spe,
-        ),
-        Run("full_la", full, [*data, "--config.loss.name=la"], 200 * spe),
+        Run("short_ldam_drw", short, [*data, *ldam_drw], 50 * spe),
+        Run("short_la", short, [*data, *la], 50 * spe),
+        Run("short_fbl_authors_s1", short, [*data, *s1], 50 * spe),
+        Run("short_ce_s1", short, [*data, *ce, *s1], 50 * spe),
+        Run("full_ldam_drw", full, [*data, *ldam_drw], 200 * spe),
+        Run("full_la", full, [*data, *la], 200 * spe),
     ]
+    must = [Run("full_fbl", full, data, 200 * spe), Run("full_ce", full, [*data, *ce], 200 * spe)]
     r50 = ["--model", "resnet50", "--image-size", "224", "--num-classes", "1000"]
     later = [
         Bench("resnet32_b128", [*r32, "--batch-size", "128"], 30),

@@ -41,16 +41,19 @@ def _normalize(x, mean, var, scale, bias, epsilon):
     return (x - mean) * mul + bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm_train(x, scale, bias, epsilon: float, axis_name: str | None):
-    """Normalise with batch statistics; returns (y, mean, var). Gradients flow to x, scale, bias."""
+def _train_forward(x, scale, bias, epsilon, axis_name):
     mean, var = _stats(x, axis_name)
     return _normalize(x, mean, var, scale, bias, epsilon), mean, var
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, epsilon: float, axis_name: str | None):
+    """Normalise with batch statistics; returns (y, mean, var). Gradients flow to x, scale, bias."""
+    return _train_forward(x, scale, bias, epsilon, axis_name)
+
+
 def _fwd(x, scale, bias, epsilon, axis_name):
-    mean, var = _stats(x, axis_name)
-    y = _normalize(x, mean, var, scale, bias, epsilon)
+    y, mean, var = _train_forward(x, scale, bias, epsilon, axis_name)
     return (y, mean, var), (x, mean, lax.rsqrt(var + epsilon), scale)
 
 
