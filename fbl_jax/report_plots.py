@@ -18,10 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fbl_jax.report import safe_filename  # noqa: E402
+from fbl_jax.run_dir import safe_filename  # noqa: E402
 
 if TYPE_CHECKING:
-    from fbl_jax.report import Run
+    from fbl_jax.run_dir import Run
 
 # Class-name tick labels only up to this many classes; beyond it the axis shows frequency rank.
 MAX_TICK_LABELS = 30

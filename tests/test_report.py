@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from fbl_jax import report, report_plots
+from fbl_jax import report, report_plots, report_tables, run_dir
 
 # 4 classes; ties at 30 are broken by class id, so the frequency order is 1, 0, 2, 3.
 COUNTS = [30, 500, 30, 5]
@@ -278,8 +278,8 @@ def test_bad_arguments_are_named(runs, tmp_path):
 def test_settings_that_look_alike_show_what_differs(tmp_path):
     a, _ = write_run(tmp_path, "a", lr=0.1)
     b, _ = write_run(tmp_path, "b", lr=0.05)
-    loaded = [report.load_run(d, d.name)[0] for d in (a, b)]
-    settings = report.aggregate_settings(loaded, report.DEFAULT_IGNORE_KEYS)
+    loaded = [run_dir.load_run(d, d.name)[0] for d in (a, b)]
+    settings = report_tables.aggregate_settings(loaded, report_tables.DEFAULT_IGNORE_KEYS)
     assert [s["differs_in"] for s in settings] == [
         {"optimizer.learning_rate": 0.1},
         {"optimizer.learning_rate": 0.05},

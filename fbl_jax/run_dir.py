@@ -1,0 +1,178 @@
+"""The run directory that fbl-train and fbl-decouple write, as fbl-report reads it.
+
+A run directory holds config.json, class_counts.json and metrics.jsonl (one JSON record a line,
+`type` in train/eval/final). `load_run` parses one into a `Run` and says, in words, what it could
+not read instead of raising, so a report over many runs lists the broken ones and goes on.
+Standard library only: reading runs needs neither NumPy nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+RUN_FILES = ("config.json", "class_counts.json", "metrics.jsonl")
+RECORD_TYPES = ("train", "eval", "final")
+
+
+class NoReadableRunError(ValueError):
+    """Raised when none of the given run directories could be read."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = "\n".join(f"  {run}: {msg}" for run, msg in problems)
+        super().__init__(
+            "no run directory could be read; each needs config.json, class_counts.json and "
+            f"metrics.jsonl (as written by fbl-train):\n{lines}"
+        )
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run directory, parsed."""
+
+    name: str
+    path: pathlib.Path
+    config: dict[str, Any]
+    counts: list[int]
+    class_names: list[str]
+    train: list[dict[str, Any]]
+    evals: list[dict[str, Any]]
+    final: dict[str, Any] | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def test_evals(self) -> list[dict[str, Any]]:
+        return [e for e in self.evals if e.get("split") == "test"]
+
+    def last_test(self) -> dict[str, Any] | None:
+        """The final line's `last` record, else (unfinished run) the latest test eval."""
+        if self.final is not None and self.final.get("last"):
+            return self.final["last"]
+        tests = self.test_evals
+        return tests[-1] if tests else None
+
+    def best_test(self) -> dict[str, Any] | None:
+        return self.final.get("best_on_minival") if self.final is not None else None
+
+    def class_order(self) -> list[int]:
+        """Class ids by training count, most frequent first; ties by class id."""
+        return sorted(range(self.num_classes), key=lambda c: (-self.counts[c], c))
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_records(path: pathlib.Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """metrics.jsonl's records by type; unreadable lines become problem messages."""
+    records: dict[str, list[dict[str, Any]]] = {k: [] for k in RECORD_TYPES}
+    problems: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                problems.append(f"metrics.jsonl line {i} is not valid JSON (truncated?); skipped")
+                continue
+            kind = rec.get("type") if isinstance(rec, dict) else None
+            if kind not in records:
+                problems.append(f"metrics.jsonl line {i} has unknown type {kind!r}; skipped")
+                continue
+            records[kind].append(rec)
+    return records, problems
+
+
+def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]]:
+    """Parse one run directory; returns (run or None if unreadable, problem messages)."""
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        return None, [f"{path} is not a directory"]
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if missing:
+        return None, [f"missing {', '.join(missing)} in {path}; run skipped"]
+    try:
+        config = _read_json(path / "config.json")
+        counts_file = _read_json(path / "class_counts.json")
+        records, problems = _read_records(path / "metrics.jsonl")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, [f"cannot read {path}: {e}; run skipped"]
+    if not isinstance(config, dict):
+        return None, [f"config.json in {path} is not a JSON object; run skipped"]
+    counts = counts_file.get("counts") if isinstance(counts_file, dict) else None
+    if not isinstance(counts, list) or not counts:
+        return None, ["class_counts.json has no non-empty 'counts' list; run skipped"]
+    counts = [int(c) for c in counts]
+    names = counts_file.get("class_names")
+    if not isinstance(names, list) or len(names) != len(counts):
+        problems.append(
+            f"class_counts.json 'class_names' missing or not {len(counts)} long; using class ids"
+        )
+        names = [str(c) for c in range(len(counts))]
+    final = records["final"][-1] if records["final"] else None
+    run = Run(
+        name,
+        path,
+        config,
+        counts,
+        [str(n) for n in names],
+        records["train"],
+        records["eval"],
+        final,
+    )
+    if final is None:
+        tests = run.test_evals
+        where = f"latest test eval (step {tests[-1].get('step')})" if tests else "no test eval"
+        problems.append(
+            f"no 'final' line in metrics.jsonl (unfinished run): left out of the results table; "
+            f"per-class table and figures use its {where}"
+        )
+    last = run.last_test()
+    if last is None:
+        problems.append("no test eval record: nothing to report for this run")
+    else:
+        for key in ("per_class_accuracy", "feature_norm_per_class"):
+            if key in last and len(last[key]) != run.num_classes:
+                return None, [
+                    f"{key} has {len(last[key])} entries but class_counts.json has "
+                    f"{run.num_classes} classes; run skipped"
+                ]
+    return run, problems
+
+
+def unique_names(paths: Sequence[pathlib.Path]) -> list[str]:
+    """Directory base names, with '-2', '-3' … added where two runs share one."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        base = p.resolve().name or str(p)
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
+
+
+def safe_filename(name: str) -> str:
+    """A run name usable in file names (per_class_<run>.md, confusion_<run>.png)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as one dict keyed by dotted paths ('loss.name')."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
