@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from fbl_jax import checkpointing, decouple, report
+from fbl_jax import checkpointing, decouple, decouple_config, decouple_steps, report
 from fbl_jax.data import build_datasets
 from fbl_jax.defaults import config_from_file
 from fbl_jax.models import get_model
@@ -143,7 +143,7 @@ def source(tmp_path_factory):
 
 
 def _config(method, source_run, **fields):
-    config = decouple.default_config()
+    config = decouple_config.default_config()
     config.method = method
     config.from_run = str(source_run)
     for key, value in fields.items():
@@ -165,16 +165,16 @@ def _records(workdir):
 
 def test_tau_normalize_matches_numpy():
     w = (np.random.default_rng(1).normal(size=(6, 4)) * [1, 3, 0.2, 7]).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(decouple.tau_normalize(w, 0.0)), w)
-    unit = np.asarray(decouple.tau_normalize(w, 1.0))
+    np.testing.assert_array_equal(np.asarray(decouple_steps.tau_normalize(w, 0.0)), w)
+    unit = np.asarray(decouple_steps.tau_normalize(w, 1.0))
     np.testing.assert_allclose(np.linalg.norm(unit, axis=0), np.ones(4), rtol=1e-6)
     np.testing.assert_allclose(unit, w / np.linalg.norm(w, axis=0), rtol=1e-6)
-    half = np.asarray(decouple.tau_normalize(w, 0.5))
+    half = np.asarray(decouple_steps.tau_normalize(w, 0.5))
     np.testing.assert_allclose(half, w / np.sqrt(np.linalg.norm(w, axis=0)), rtol=1e-6)
 
 
 def test_tau_zero_leaves_predictions_unchanged(source):
-    params = decouple.tau_normalized_params(source["params"], 0.0)
+    params = decouple_steps.tau_normalized_params(source["params"], 0.0)
     np.testing.assert_array_equal(params["head"]["bias"], source["params"]["head"]["bias"])
     v = {"params": params, "batch_stats": source["batch_stats"]}
     logits = np.asarray(source["apply"](v, source["test_x"])[0])
@@ -183,18 +183,18 @@ def test_tau_zero_leaves_predictions_unchanged(source):
 
 def test_tau_norm_needs_a_linear_head():
     with pytest.raises(ValueError, match="linear classifier 'head'"):
-        decouple.tau_normalized_params({"head": {"kernel": np.ones((3, 2))}}, 1.0)
+        decouple_steps.tau_normalized_params({"head": {"kernel": np.ones((3, 2))}}, 1.0)
 
 
 def test_posthoc_bias_uniform_prior_changes_nothing_and_skewed_matches_numpy():
     z = np.random.default_rng(2).normal(size=(50, 5)).astype(np.float32)
-    uniform = decouple.posthoc_bias([7, 7, 7, 7, 7], 1.3)
+    uniform = decouple_steps.posthoc_bias([7, 7, 7, 7, 7], 1.3)
     assert np.ptp(uniform) == 0  # the same shift for every class
     np.testing.assert_array_equal((z + uniform).argmax(1), z.argmax(1))
     counts = np.array([500, 100, 20, 5, 1])
     for tau in (0.5, 1.0, 2.0):
         want = z - tau * np.log(counts / counts.sum())
-        np.testing.assert_allclose(z + decouple.posthoc_bias(counts, tau), want, rtol=1e-5)
+        np.testing.assert_allclose(z + decouple_steps.posthoc_bias(counts, tau), want, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- whole runs
@@ -218,7 +218,7 @@ def test_tau_norm_run_picks_tau_on_minival_and_records_it(source, tau_norm_run):
     final = records[-1]
     assert final["type"] == "final" and final["tau"] == result.tau
     sweep = final["tau_sweep"]
-    assert [s["tau"] for s in sweep] == list(decouple.TAU_GRID)
+    assert [s["tau"] for s in sweep] == list(decouple_config.TAU_GRID)
     best = max(s["minival_balanced_top1"] for s in sweep)
     assert result.tau == next(s["tau"] for s in sweep if s["minival_balanced_top1"] == best)
     # the test record is the model with w_j / ||w_j||^tau, predicted here with NumPy

@@ -1,0 +1,179 @@
+"""What every fbl-decouple method shares: the source run, its data and model, eval, writing.
+
+`load_source_run` reads a finished fbl-train run directory (config, class counts, one orbax
+checkpoint); `DecoupleContext` rebuilds the run's data and model from its config, checks they
+still match, and evaluates/writes records in the trainer's metrics.jsonl format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fbl_jax import evaluate, train, train_steps
+from fbl_jax.data import build_datasets
+from fbl_jax.decouple_config import CHECKPOINTS, TAU_METHODS
+from fbl_jax.decouple_steps import make_adjusted_eval_step
+from fbl_jax.metric_writers import MetricWriter
+
+
+@dataclasses.dataclass
+class SourceRun:
+    """A finished fbl-train run: its config, class counts and one checkpoint's variables."""
+
+    path: pathlib.Path
+    config: dict[str, Any]
+    class_counts: np.ndarray
+    class_names: list[str]
+    params: Any
+    batch_stats: Any
+    step: int
+    checkpoint: str  # "best" | "last"
+    checkpoint_path: pathlib.Path
+
+
+def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> SourceRun:
+    """Read config.json, class_counts.json and the `best` or `last` checkpoint of a run."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint={checkpoint!r}; choose one of {CHECKPOINTS}")
+    path = pathlib.Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"source run directory {path} does not exist; pass the WORKDIR of an fbl-train run"
+        )
+    for name in ("config.json", "class_counts.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing: {path} is not an fbl-train run")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("decouple"):
+        raise ValueError(
+            f"{path} is itself a decoupled run ({config['decouple'].get('method')}); apply "
+            f"decoupling to the training run it came from, {config['decouple'].get('from_run')}"
+        )
+    counts_file = json.loads((path / "class_counts.json").read_text())
+    ckpt_root = path / ("best" if checkpoint == "best" else "checkpoints")
+    hint = (
+        " (a run without minival has none: use checkpoint='last')" if checkpoint == "best" else ""
+    )
+    if not ckpt_root.is_dir():
+        raise FileNotFoundError(f"no {checkpoint!r} checkpoint: {ckpt_root} does not exist{hint}")
+    options = ocp.CheckpointManagerOptions(create=False)
+    manager = ocp.CheckpointManager(ckpt_root.absolute(), options=options)  # orbax: absolute
+    step = manager.latest_step()
+    if step is None:
+        manager.close()
+        raise FileNotFoundError(f"no {checkpoint!r} checkpoint in {ckpt_root}{hint}")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None)))
+    manager.close()
+    state = jax.tree_util.tree_map(np.asarray, restored["state"])
+    return SourceRun(
+        path=path,
+        config=config,
+        class_counts=np.asarray(counts_file["counts"], np.int64),
+        class_names=[str(n) for n in counts_file.get("class_names", [])],
+        params=state["params"],
+        batch_stats=state.get("batch_stats", {}),
+        step=int(step),
+        checkpoint=checkpoint,
+        checkpoint_path=ckpt_root / str(step),
+    )
+
+
+class DecoupleContext:
+    """What every method shares: source run, data, model, eval steps, writer."""
+
+    def __init__(self, config: Any, workdir: pathlib.Path) -> None:
+        self.config = config
+        self.method = config.method
+        self.workdir = workdir
+        self.src = src = load_source_run(config.from_run, config.checkpoint)
+        if src.path.resolve() == workdir.resolve():
+            raise ValueError(f"--workdir {workdir} is the source run itself; use a new directory")
+        model_cfg = src.config["model"]
+        if self.method == "tau_norm" and model_cfg["head"] != "linear":
+            raise ValueError(
+                f"tau_norm rescales the rows of a linear classifier; the {model_cfg['head']!r} "
+                "head normalises them away. Use la_posthoc, crt or lws for this run"
+            )
+        self.seed = int(src.config["seed"] if config.seed is None else config.seed)
+        self.trains = self.method not in TAU_METHODS
+        data_cfg = dict(src.config["data"])
+        batch_size = int(src.config["batch_size"])
+        num_epochs = None
+        if self.trains:
+            m = config[self.method]
+            batch_size = int(m.batch_size or batch_size)
+            data_cfg.update(sampler=m.sampler, mixup_alpha=0.0)
+            num_epochs = m.epochs
+        train.check_devices(batch_size, f"config.{self.method}.batch_size")
+        self.batch_size = batch_size
+        # As the trainer: eval batches of data.eval_batch_size, else the run's batch size.
+        eval_bs = data_cfg.get("eval_batch_size") or int(src.config["batch_size"])
+        self.bundle = build_datasets(
+            data_cfg,
+            global_batch_size=batch_size,
+            seed=self.seed,
+            eval_batch_size=eval_bs,
+            num_epochs=num_epochs,
+        )
+        if not np.array_equal(self.bundle.class_counts, src.class_counts):
+            raise ValueError(
+                f"the data rebuilt from {src.path / 'config.json'} has class counts "
+                f"{self.bundle.class_counts.tolist()}, the run recorded {src.class_counts.tolist()}"
+                "; the dataset changed since training"
+            )
+        self.num_classes = self.bundle.num_classes
+        self.model = train.build_model(ml_collections.ConfigDict(src.config), self.num_classes)
+        # Cosine heads give cosines; their loss saw s * cos (LDAM's s), so do the corrections.
+        self.base_scale = 1.0
+        if model_cfg["head"] == "cosine":
+            self.base_scale = float(src.config["loss"].get("ldam_s") or 1.0)
+        self.p_eval = jax.pmap(
+            make_adjusted_eval_step(self.model, self.num_classes), axis_name=train_steps.AXIS
+        )
+        self.is_chief = jax.process_index() == 0
+        self.section: dict[str, Any] = {
+            "method": self.method,
+            "from_run": str(src.path.resolve()),
+            "checkpoint": src.checkpoint,
+            "checkpoint_path": str(src.checkpoint_path.resolve()),
+            "logit_scale": self.base_scale,
+            "seed": config.seed,  # None: the source run's
+            **config[self.method].to_dict(),
+        }
+
+    def adjust(self, scale: Any = None, bias: Any = None) -> dict[str, np.ndarray]:
+        c = self.num_classes
+        scale = np.ones(c, np.float32) if scale is None else np.asarray(scale, np.float32)
+        bias = np.zeros(c, np.float32) if bias is None else np.asarray(bias, np.float32)
+        return {"scale": scale * np.float32(self.base_scale), "bias": bias}
+
+    def write_config(self) -> None:
+        if self.is_chief:
+            cfg = {**self.src.config, "decouple": self.section}
+            (self.workdir / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
+
+    def evaluate_all(
+        self, writer: MetricWriter, p_params: Any, p_stats: Any, adjust: dict, step: int, spe: int
+    ) -> dict[str, dict]:
+        """Eval records for every split, in the trainer's format, written to metrics.jsonl."""
+        p_adjust = flax.jax_utils.replicate(adjust)
+        records = {}
+        for split in self.bundle.eval_splits:
+            stats = train_steps.run_evaluation(
+                self.p_eval, p_params, p_stats, self.bundle.eval_iter(split), p_adjust
+            )
+            record = {"type": "eval", "step": step, "epoch": step / spe, "split": split}
+            record.update(evaluate.metrics_from_stats(stats, self.src.class_counts))
+            writer.write(record)
+            writer.eval_line(record)
+            records[split] = record
+        return records
