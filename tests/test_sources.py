@@ -1,5 +1,5 @@
-"""Sources (image folders on the real CIFAR-10 copy, split lists, tfds, digits), the minival,
-and build_datasets end to end."""
+"""Sources (image folders incl. WebP and the real CIFAR copies, split lists, tfds, digits), the
+minival, and build_datasets end to end."""
 
 import os
 import subprocess
@@ -151,6 +151,84 @@ def test_image_folder_errors(tmp_path):
     broken.write_bytes(b"this is not a jpeg")
     with pytest.raises(ValueError, match=r"cannot decode image .*zz\.jpg"):
         sources.load_image_folder_arrays(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- WebP
+
+
+def _write_webp_tree(root, split, per_class, size=5, seed=0):
+    """Random uint8 RGB images as lossless WebP; returns the arrays in (class, file name) order."""
+    rng = np.random.default_rng(seed)
+    written = []
+    for c, n in enumerate(per_class):
+        d = root / split / f"class{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            name = f"{i:03d}.WEBP" if i % 3 == 1 else f"{i:03d}.webp"  # case-insensitive
+            Image.fromarray(arr).save(d / name, format="WEBP", lossless=True)
+            written.append(arr)
+    return np.stack(written)
+
+
+def test_image_folder_reads_lossless_webp_exactly(tmp_path, monkeypatch):
+    expected = _write_webp_tree(tmp_path, "train", (4, 3, 5))
+    # Pillow decodes lossless WebP of RGB pixels as mode RGB (no alpha, no palette).
+    with Image.open(tmp_path / "train" / "class0" / "000.webp") as im:
+        assert (im.format, im.mode) == ("WEBP", "RGB")
+    files = sources.list_image_folder(tmp_path, "train")
+    assert len(files) == 12 and all(p.lower().endswith(".webp") for p in files.paths)
+    cache = tmp_path / "cache"
+    split = sources.load_image_folder_arrays(tmp_path, "train", cache_dir=cache)
+    assert split.images.dtype == np.uint8 and split.images.shape == (12, 5, 5, 3)
+    np.testing.assert_array_equal(split.images, expected)
+    np.testing.assert_array_equal(split.labels, [0] * 4 + [1] * 3 + [2] * 5)
+    assert split.ids[0] == os.path.join("class0", "000.webp")
+    monkeypatch.setattr(sources, "decode_images", lambda paths: pytest.fail("cache not used"))
+    again = sources.load_image_folder_arrays(tmp_path, "train", cache_dir=cache)
+    np.testing.assert_array_equal(again.images, expected)
+
+
+def test_webp_with_alpha_keeps_rgb_and_layout_errors_name_webp(tmp_path):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = rng.integers(1, 256, (4, 4))  # no fully transparent pixel
+    d = tmp_path / "train" / "a"
+    d.mkdir(parents=True)
+    Image.fromarray(rgba, "RGBA").save(d / "x.webp", format="WEBP", lossless=True, exact=True)
+    with Image.open(d / "x.webp") as im:
+        assert im.mode == "RGBA"
+    np.testing.assert_array_equal(sources.decode_images([str(d / "x.webp")])[0], rgba[..., :3])
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"\.webp.*ROOT/train/cat/0001\.webp"):
+        sources.list_image_folder(tmp_path, "test")
+    (d / "y.webp").write_bytes(b"RIFF not a webp")
+    with pytest.raises(ValueError, match=r"cannot decode image .*y\.webp"):
+        sources.decode_images([str(d / "y.webp")])
+
+
+@pytest.fixture(scope="session")
+def cifar10_lossless_root(shared_dir, tmp_path_factory):
+    """The lossless CIFAR-10 copy (WebP), extracted once per session (~3 s)."""
+    root = tmp_path_factory.mktemp("cifar10_lossless")
+    archive = shared_dir / "data" / "cifar10-lossless" / "cifar10-lossless.tar.gz"
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(root)], check=True)
+    return root
+
+
+def test_cifar10_lossless_counts_and_exact_pixels(cifar10_lossless_root):
+    """Against ../shared/data/cifar10-lossless/README.md: layout, counts, test pixel sum."""
+    train = sources.list_image_folder(cifar10_lossless_root, "train")
+    assert train.class_names == CIFAR10_CLASSES
+    np.testing.assert_array_equal(np.bincount(train.labels), [5000] * 10)
+    assert train.paths[0].endswith(os.path.join("train", "airplane", "aeroplane_s_000004.webp"))
+    some = sources.decode_images(list(train.paths[::5000]))  # the first image of each class
+    assert some.shape == (10, 32, 32, 3) and some.dtype == np.uint8
+    test = sources.load_image_folder_arrays(cifar10_lossless_root, "test")
+    assert test.class_names == CIFAR10_CLASSES
+    np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+    assert test.images.shape == (10_000, 32, 32, 3) and test.images.dtype == np.uint8
+    assert int(test.images.sum(dtype=np.int64)) == 3_733_375_634  # the README's sum: exact
 
 
 # ----------------------------------------------------------------------------- tfds
