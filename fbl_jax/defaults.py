@@ -85,6 +85,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.imbalance_factor = placeholder(float)  # None: use the source as it is
     c.data.profile = "exp"
     c.data.subset_seed = 0
+    c.data.n_max = placeholder(int)  # LT head class; None: the smallest source class
+    c.data.train_pool = False  # train split is a pool, not the full set (bundle.long_tail_profile)
     c.data.minival_per_class = 100
     c.data.pipeline = "device"  # "device" (in accelerator memory, no TF) | "tf"
     c.data.sampler = "instance"

@@ -1,5 +1,5 @@
 """Sources (image folders incl. WebP and the real CIFAR copies, split lists, tfds, digits), the
-minival, and build_datasets end to end."""
+minival, training pools, and build_datasets end to end."""
 
 import os
 import subprocess
@@ -231,6 +231,61 @@ def test_cifar10_lossless_counts_and_exact_pixels(cifar10_lossless_root):
     assert int(test.images.sum(dtype=np.int64)) == 3_733_375_634  # the README's sum: exact
 
 
+@pytest.fixture(scope="session")
+def cifar100_pool_root(shared_dir, tmp_path_factory):
+    """Part 1 of the lossless CIFAR-100 copy (test set + the LT training pool), ~2 s."""
+    root = tmp_path_factory.mktemp("cifar100_lossless")
+    archive = shared_dir / "data" / "cifar100-lossless" / "cifar100-lossless-part1.tar.gz"
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(root)], check=True)
+    return root
+
+
+def test_cifar100_lossless_pool_serves_if50_and_if100(cifar100_pool_root):
+    """The pool keeps min(500, n_i(IF 50) + 100) images of class i (its README): enough for
+    the IF 50/100 subsets and a 100-per-class minival, only with train_pool + n_max=500."""
+    import ml_collections
+
+    from fbl_jax.data.bundle import check_pool_minival, long_tail_profile
+    from fbl_jax.data.long_tail import long_tail_counts, select_long_tail_indices
+
+    pool = sources.list_image_folder(cifar100_pool_root, "train")
+    test = sources.list_image_folder(cifar100_pool_root, "test")
+    assert len(pool.class_names) == 100 == len(test.class_names)
+    assert pool.class_names == test.class_names
+    assert (pool.class_names[0], pool.class_names[-1]) == ("apple", "worm")
+    np.testing.assert_array_equal(np.bincount(test.labels), [100] * 100)
+    pool_counts = np.bincount(pool.labels)
+    if50 = long_tail_counts(100, 500, 50)
+    np.testing.assert_array_equal(pool_counts, np.minimum(500, np.add(if50, 100)))
+    assert len(pool) == 22_286 and pool_counts[0] == 500 and pool_counts[99] == 110
+
+    cfg = ml_collections.ConfigDict(dict(profile="exp", n_max=None, train_pool=False))
+    with pytest.raises(ValueError, match=r"110 to 500 images per class.*data.train_pool=True"):
+        long_tail_profile(cfg, pool.labels, pool.class_names, 100.0)
+    cfg.train_pool = True
+    with pytest.raises(ValueError, match=r"needs data.n_max"):
+        long_tail_profile(cfg, pool.labels, pool.class_names, 100.0)
+    cfg.n_max = 500
+    for imbalance in (50.0, 100.0):
+        counts = long_tail_profile(cfg, pool.labels, pool.class_names, imbalance)
+        assert counts == long_tail_counts(100, 500, imbalance)  # Table 1's counts
+        chosen = select_long_tail_indices(pool.labels, counts, seed=0)
+        np.testing.assert_array_equal(np.bincount(pool.labels[chosen], minlength=100), counts)
+        mv = carve_minival(pool.labels, chosen, 100, per_class=100, seed=0)
+        # The minival the full training set would give: min(100, 500 - n_c) per class.
+        want = np.minimum(100, 500 - np.asarray(counts))
+        np.testing.assert_array_equal(np.bincount(pool.labels[mv], minlength=100), want)
+    # IF 10: the training subset fits in the pool, but its minival would be short (the README:
+    # "imbalance factors below 50 need part 2"); build_datasets refuses it.
+    counts = long_tail_profile(cfg, pool.labels, pool.class_names, 10.0)
+    chosen = select_long_tail_indices(pool.labels, counts, seed=0)
+    mv = carve_minival(pool.labels, chosen, 100, per_class=100, seed=0)
+    with pytest.raises(ValueError, match=r"too few unused images for the minival"):
+        check_pool_minival(
+            np.bincount(pool.labels[mv], minlength=100), pool.labels[chosen], 500, 100, pool
+        )
+
+
 # ----------------------------------------------------------------------------- tfds
 
 
@@ -381,3 +436,39 @@ def test_build_datasets_image_folder_balanced_and_errors(tmp_path):
         build_datasets(cfg, eval_batch_size=3, **kw)
     with pytest.raises(ValueError, match="pipeline='tf'"):
         build_datasets(_digits_config(source="split_list", root="/x", train_list="a"), **kw)
+
+
+def test_build_datasets_training_pool_explicit_and_checked(tmp_path):
+    """An unbalanced WebP train split is a pool only when the config says so (with n_max)."""
+    _write_webp_tree(tmp_path, "train", (8, 6, 4), size=8)
+    _write_webp_tree(tmp_path, "test", (2, 2, 2), size=8, seed=1)
+    kw = dict(global_batch_size=4, seed=0, process_index=0, process_count=1, local_device_count=2)
+    base = _digits_config(
+        source="image_folder",
+        root=str(tmp_path),
+        num_classes=3,
+        imbalance_factor=4.0,
+        minival_per_class=2,
+        image_size=8,
+        train_split="train",
+        test_split="test",
+    ).to_dict()
+    with pytest.raises(ValueError, match=r"4 to 8 images per class.*data.train_pool=True"):
+        build_datasets(_digits_config(**base), **kw)
+    with pytest.raises(ValueError, match=r"train_pool=True needs data.n_max"):
+        build_datasets(_digits_config(**base, train_pool=True), **kw)
+    bundle = build_datasets(_digits_config(**base, train_pool=True, n_max=8), **kw)
+    np.testing.assert_array_equal(bundle.class_counts, [8, 4, 2])  # int(8 * 4 ** (-i / 2))
+    np.testing.assert_array_equal(bundle.minival_counts, [0, 2, 2])  # min(2, 8 - n_c)
+    assert bundle.eval_sizes == {"test": 6, "minival": 4}
+    # IF 2 ([8, 5, 4]) fits, but classes 1 and 2 would get a shorter minival than the full set.
+    with pytest.raises(ValueError, match=r"too few unused images for the minival.*'class1'"):
+        build_datasets(
+            _digits_config(**{**base, "imbalance_factor": 2.0}, train_pool=True, n_max=8), **kw
+        )
+    with pytest.raises(ValueError, match=r"too small .* class 0 'class0' has 8, needs 10"):
+        build_datasets(_digits_config(**base, train_pool=True, n_max=10), **kw)
+    with pytest.raises(ValueError, match=r"data.n_max=6 but class 0 'class0' .* has 8"):
+        build_datasets(_digits_config(**base, train_pool=True, n_max=6), **kw)
+    with pytest.raises(ValueError, match=r"train_pool=True .* data.imbalance_factor is not set"):
+        build_datasets(_digits_config(**{**base, "imbalance_factor": None}, train_pool=True), **kw)

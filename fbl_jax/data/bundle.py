@@ -9,6 +9,7 @@ TensorFlow is imported only for ``pipeline="tf"`` (and tfds only for ``source="t
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -113,6 +114,132 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
     raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
 
 
+BALANCE_TOLERANCE = 1.1  # a source split counts as balanced if max/min class size <= this
+
+
+def long_tail_profile(
+    cfg: Any, labels: np.ndarray, class_names: list[str], imbalance_factor: float
+) -> list[int]:
+    """Per-class counts of the long-tailed subset to carve from the source training split.
+
+    LDAM's recipe carves from a BALANCED training set, with ``n_max`` = its images per class
+    (default: the smallest class, which allows near-balanced sources such as the digits).
+
+    A training POOL (``data.train_pool=True``) is a split that holds, per class, a seeded random
+    sample of the full set large enough for the subsets it was built for (e.g. a CIFAR-100 copy
+    that ships min(500, n_i(IF 50) + 100) images of class i). Its class sizes say nothing about
+    the full set, so ``data.n_max`` must be given, and every class must hold the images the
+    profile asks for (and leave the minival the full set would: :func:`check_pool_minival`).
+    The subset is then drawn from the pool with the same recipe
+    (:func:`select_long_tail_indices`): the same class counts and an equally unbiased choice, but
+    NOT the images the full set gives at the same ``subset_seed`` (a seeded random pool cannot
+    hold those). An unbalanced split without ``train_pool`` is an error, never a silent
+    ``n_max`` = its smallest class.
+    """
+    num_classes = len(class_names)
+    source_counts = np.bincount(labels, minlength=num_classes)
+    profile = _get(cfg, "profile", "exp")
+    n_max_cfg = cfg.get("n_max", None)
+    lo, hi = int(source_counts.min()), int(source_counts.max())
+    smallest = int(np.argmin(source_counts))
+    if not bool(_get(cfg, "train_pool", False)):
+        if hi > BALANCE_TOLERANCE * lo:
+            raise ValueError(
+                f"data.imbalance_factor={imbalance_factor:g} carves a long-tailed subset from a "
+                f"balanced training split (LDAM's recipe), but this one has {lo} to {hi} images "
+                f"per class (class {smallest} {class_names[smallest]!r} has {lo}). If it is a "
+                "training pool holding per class the images the long-tailed subsets need (see "
+                "the dataset's README), set data.train_pool=True and data.n_max=<images per "
+                "class of the FULL training set, e.g. 500 for CIFAR-100>; the subset is then "
+                "drawn from the pool (same class counts, not the same images the full set gives "
+                "at this subset_seed). If the split is already long-tailed, leave "
+                "data.imbalance_factor unset. Otherwise use the full training set."
+            )
+        n_max = lo if n_max_cfg is None else int(n_max_cfg)
+        return long_tail_counts(num_classes, n_max, imbalance_factor, profile)
+    if n_max_cfg is None:
+        raise ValueError(
+            "data.train_pool=True needs data.n_max: the images per class of the FULL training "
+            "set the pool was drawn from (500 for CIFAR-100, 5000 for CIFAR-10); a pool's own "
+            "class sizes do not say it"
+        )
+    n_max = int(n_max_cfg)
+    if hi > n_max:
+        big = int(np.argmax(source_counts))
+        raise ValueError(
+            f"data.n_max={n_max} but class {big} {class_names[big]!r} of the training pool has "
+            f"{hi} images; n_max is the images per class of the full training set (>= any "
+            "pool class)"
+        )
+    counts = long_tail_counts(num_classes, n_max, imbalance_factor, profile)
+    short = [c for c in range(num_classes) if source_counts[c] < counts[c]]
+    if short:
+        c = short[0]
+        raise ValueError(
+            f"the training pool is too small for data.imbalance_factor={imbalance_factor:g} "
+            f"(n_max={n_max}, profile {profile!r}): {len(short)} classes hold fewer images "
+            f"than the profile asks for, e.g. class {c} {class_names[c]!r} has "
+            f"{source_counts[c]}, needs {counts[c]}. A pool holds only the images of the "
+            "subsets it was built for (see its README); for this imbalance factor use the full "
+            "training set with data.train_pool=False"
+        )
+    logging.getLogger(__name__).info(
+        "data.train_pool: drawing the IF %g subset (%d images) from a training pool of %d "
+        "(%d to %d per class), n_max=%d; same class counts as the full set, not the same images",
+        imbalance_factor,
+        sum(counts),
+        len(labels),
+        lo,
+        hi,
+        n_max,
+    )
+    return counts
+
+
+def check_pool_minival(
+    minival_counts: np.ndarray,
+    subset_labels: np.ndarray,
+    n_max: int,
+    per_class: int,
+    pool: Split,
+) -> None:
+    """A pool must leave the minival the full set would: min(per_class, n_max - n_c) per class.
+
+    (E.g. a pool built for IF >= 50 holds enough images for an IF 10 training subset but not
+    the 100 unused images per class a minival needs.)
+    """
+    num_classes = len(minival_counts)
+    subset = np.bincount(subset_labels, minlength=num_classes)
+    want = np.minimum(per_class, n_max - subset)
+    short = np.flatnonzero(minival_counts < want)
+    if short.size:
+        c = int(short[0])
+        raise ValueError(
+            f"the training pool leaves too few unused images for the minival: {short.size} "
+            f"classes get fewer than the full training set would give, e.g. class {c} "
+            f"{pool.class_names[c]!r}: {minival_counts[c]} instead of {want[c]} "
+            f"(data.minival_per_class={per_class}). A pool holds only the images of the subsets "
+            "it was built for (see its README); for this imbalance factor use the full training "
+            "set with data.train_pool=False (or set data.minival_per_class=0: no minival)"
+        )
+
+
+def _check_tf_decodes(train: Split, evals: dict[str, Split]) -> None:
+    """WebP files need a TensorFlow whose tf.io.decode_image reads WebP (TF >= 2.18)."""
+    import tensorflow as tf
+
+    if hasattr(tf.io, "decode_webp"):
+        return
+    for split in (train, *evals.values()):
+        webp = next((str(p) for p in split.paths if str(p).lower().endswith(".webp")), None)
+        if webp is not None:
+            raise ValueError(
+                f"pipeline='tf' cannot decode WebP files such as {webp!r} with TensorFlow "
+                f"{tf.__version__} (tf.io.decode_image reads WebP from TF 2.18); use "
+                "pipeline='device' (Pillow) for small images, or upgrade TensorFlow"
+            )
+
+
 def carve_minival(
     labels: np.ndarray, used: np.ndarray, num_classes: int, per_class: int, seed: int
 ) -> np.ndarray:
@@ -180,10 +307,14 @@ def build_datasets(
     subset_seed = int(_get(cfg, "subset_seed", 0))
     train_indices = None
     source_train = train
+    if bool(_get(cfg, "train_pool", False)) and (imbalance is None or float(imbalance) == 1.0):
+        raise ValueError(
+            "data.train_pool=True says the training split is a pool to draw a long-tailed subset "
+            "from, but data.imbalance_factor is not set; set it (e.g. 100), or set "
+            "data.train_pool=False to train on the split as it is"
+        )
     if imbalance is not None and float(imbalance) != 1.0:
-        source_counts = np.bincount(train.labels, minlength=num_classes)
-        n_max = int(_get(cfg, "n_max", source_counts.min()))
-        counts = long_tail_counts(num_classes, n_max, float(imbalance), _get(cfg, "profile", "exp"))
+        counts = long_tail_profile(cfg, train.labels, train.class_names, float(imbalance))
         train_indices = select_long_tail_indices(train.labels, counts, seed=subset_seed)
         train = train.take(train_indices)
     minival_counts = None
@@ -196,6 +327,10 @@ def build_datasets(
                 source_train.labels, train_indices, num_classes, per_class, subset_seed
             )
             minival_counts = np.bincount(source_train.labels[mv], minlength=num_classes)
+            if bool(_get(cfg, "train_pool", False)):
+                check_pool_minival(
+                    minival_counts, train.labels, int(cfg.n_max), per_class, source_train
+                )
             if len(mv):
                 evals["minival"] = source_train.take(mv)
     class_counts = class_counts_from_labels(train.labels, num_classes)
@@ -247,6 +382,8 @@ def build_datasets(
         image_shape = train_pipe.image_shape
     else:
         from fbl_jax.data import tf_pipeline  # TensorFlow only on this path
+
+        _check_tf_decodes(train, evals)
 
         image_size = int(_get(cfg, "image_size", 224))
         extra = {"augment": cfg.get("augment")} if cfg.get("augment", None) else {}
