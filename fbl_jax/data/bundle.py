@@ -183,7 +183,15 @@ def long_tail_profile(
             "subsets it was built for (see its README); for this imbalance factor use the full "
             "training set with data.train_pool=False"
         )
-    logging.getLogger(__name__).info(
+    if lo == n_max:  # every class complete: this is the full set, and the usual subset
+        logging.getLogger(__name__).info(
+            "data.train_pool: the training split holds all n_max=%d images of every class (the "
+            "full set); the IF %g subset is the full set's",
+            n_max,
+            imbalance_factor,
+        )
+        return counts
+    logging.getLogger(__name__).warning(
         "data.train_pool: drawing the IF %g subset (%d images) from a training pool of %d "
         "(%d to %d per class), n_max=%d; same class counts as the full set, not the same images",
         imbalance_factor,
