@@ -6,13 +6,22 @@ epoch, not capped at 1) — the code that produced the paper's numbers. The pape
 override away: --config.loss.fbl_form=paper --config.loss.fbl_scale=1 --config.loss.curriculum=parabolic
 --config.loss.alpha_per_epoch=False.
 
-    tar -xzf ../shared/data/cifar10/cifar10-jpeg.tar.gz -C /data/cifar10
+Data: the LOSSLESS CIFAR-10 copy (original pixels as lossless WebP, an image-folder tree; see
+../shared/data/cifar10-lossless/README.md), extracted once to a writable folder:
+
+    mkdir -p /data/cifar10-lossless
+    tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C /data/cifar10-lossless
     fbl-train --config=configs/cifar10_lt.py --workdir=runs/c10lt_if100_fbl \
-        --config.data.root=/data/cifar10
+        --config.data.root=/data/cifar10-lossless --config.data.cache_dir=/data/cache
     # IF 50:       --config.data.imbalance_factor=50
     # baselines:   --config.loss.name=ce | focal | cb | la | balanced_softmax
     # LDAM-DRW:    --config.loss.name=ldam_drw --config.model.head=cosine
     # tfds source: --config.data.source=tfds --config.data.name=cifar10 --config.data.data_dir=DIR
+
+The root holds train/<class>/*.webp (5,000 per class) and test/<class>/*.webp (1,000 per class).
+Decoding all 60,000 takes ~20 s on 2 cores; cache_dir keeps the decoded arrays (.npz) for the
+next run. ../shared/data/cifar10/cifar10-jpeg.tar.gz is the OLDER, LOSSY copy (JPEG quality 75,
+slightly smoothed pixels): earlier results were measured on it; use it only to compare with those.
 
 200 epochs, global batch 64, SGD lr 0.1 momentum 0.9 wd 2e-4, 5-epoch linear warm-up, lr ×0.01 from
 epoch 160 and ×0.0001 from epoch 180. Best checkpoint chosen on a balanced minival carved from the
