@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ DEFAULT_FIGSIZE = (8.0, 5.0)
 DEFAULT_DPI = 100
 # Per-class tables with more rows than this go to their own file.
 DEFAULT_MAX_INLINE_CLASSES = 30
+# Exit status for bad input, the same as argparse's own errors.
+EXIT_USAGE = 2
 __all__ = ["DEFAULT_IGNORE_KEYS", "NoReadableRunError", "Report", "main", "make_report"]
 
 
@@ -79,14 +82,14 @@ def make_report(
     max_inline_classes: int = DEFAULT_MAX_INLINE_CLASSES,
     ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
 ) -> Report:
-    """Read the runs and write summary.md, summary.json, per-class files and PNG figures.
+    """Read the runs and write summary.md, summary.json, per-class files and the figures.
 
-    `classes` picks the class ids for the feature-norm-over-epochs figure (default: the two
-    most and two least frequent of each run). Raises NoReadableRunError if no run was read.
+    Every figure is written as PNG (embedded in summary.md) and PDF (same stem). `classes`
+    picks the class ids for the feature-norm-over-epochs figure (default: the two most and two
+    least frequent of each run). Raises NoReadableRunError if no run was read, ValueError for
+    a bad argument, OSError if `out_dir` cannot be written.
     """
     _check_args(run_dirs, dpi, figsize, max_inline_classes, classes)
-    from fbl_jax import report_plots  # matplotlib only when there is something to plot
-
     paths = [pathlib.Path(p) for p in run_dirs]
     runs: list[Run] = []
     problems: list[tuple[str, str]] = []
@@ -103,10 +106,11 @@ def make_report(
             if bad:
                 raise ValueError(
                     f"classes {bad} out of range for run {run.name!r}: valid class "
-                    f"ids are 0..{run.num_classes - 1}"
+                    f"ids are 0..{run.num_classes - 1} (--classes)"
                 )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from fbl_jax import report_plots  # matplotlib only when there is something to plot
 
     settings = aggregate_settings(runs, ignore_keys)
     for s in settings:
@@ -114,7 +118,8 @@ def make_report(
         if len(set(map(str, seeds))) != len(seeds):
             problems.append((", ".join(s["runs"]), f"same seed used twice in one setting: {seeds}"))
     figures = report_plots.plot_all(runs, out, classes=classes, dpi=dpi, figsize=tuple(figsize))
-    files = list(figures)
+    pdfs = [p.with_suffix(".pdf") for p in figures]
+    files = figures + pdfs
 
     md = [
         "# fbl-jax report",
@@ -132,8 +137,8 @@ def make_report(
         lines, written = per_class_section(run, out, max_inline_classes)
         md += lines
         files += written
-    md += ["## Figures", ""]
-    md += [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    md += ["## Figures", "", "Each figure is also a PDF of the same name, for papers.", ""]
+    md += [f"![{p.stem}]({p.name}) ([PDF]({p.stem}.pdf))" for p in figures] + [""]
     md += ["## Problems", ""]
     md += [f"- **{run}**: {msg}" for run, msg in problems] or ["None."]
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -144,6 +149,7 @@ def make_report(
         "runs": [run_summary(r) for r in runs],
         "problems": [{"run": r, "message": m} for r, m in problems],
         "figures": [p.name for p in figures],
+        "figures_pdf": [p.name for p in pdfs],
     }
     (out / "summary.json").write_text(
         json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8"
@@ -154,21 +160,49 @@ def make_report(
 
 def _parse_classes(text: str) -> list[int]:
     try:
-        return [int(c) for c in text.split(",") if c.strip()]
+        classes = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
+        classes = []
+    if not classes or any(c < 0 for c in classes):
         raise argparse.ArgumentTypeError(
-            f"--classes={text!r}: give comma-separated class ids, e.g. 0,1,8,9"
-        ) from None
+            f"{text!r} is not a list of class ids; give comma-separated ids >= 0, e.g. 0,1,8,9"
+        )
+    return classes
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number; e.g. 100")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0; e.g. 30")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fbl-report", description=__doc__.split("\n")[0])
     p.add_argument("run_dirs", nargs="+", help="training run directories (fbl-train workdirs)")
     p.add_argument("--out", required=True, help="output directory for summary.md and figures")
-    p.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="figure resolution")
+    p.add_argument(
+        "--dpi",
+        type=_positive_float,
+        default=DEFAULT_DPI,
+        help="PNG resolution (8×5 in at 100 dpi → 800×500 px)",
+    )
     p.add_argument(
         "--figsize",
-        type=float,
+        type=_positive_float,
         nargs=2,
         default=DEFAULT_FIGSIZE,
         metavar=("W", "H"),
@@ -183,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-inline-classes",
-        type=int,
+        type=_non_negative_int,
         default=DEFAULT_MAX_INLINE_CLASSES,
         help="per-class tables longer than this go to per_class_<run>.md",
     )
@@ -197,8 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(problem: str, fix: str | None = None) -> int:
+    """The CLI's error report: `fbl-report: error: <problem>`, the fix indented below; exit 2."""
+    print(f"fbl-report: error: {problem}", file=sys.stderr)
+    if fix:
+        print(f"  {fix}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI body; returns the exit status (1 only when no run could be read)."""
+    """CLI body; returns the exit status: 0, or 2 (as argparse's own errors) for bad input.
+
+    Bad input never shows a traceback: each problem with a run is one `fbl-report: problem:`
+    line, and a failure ends in `fbl-report: error: ...` plus the fix.
+    """
     args = build_parser().parse_args(argv)
     ignore = tuple(args.ignore_key) if args.ignore_key else DEFAULT_IGNORE_KEYS
     try:
@@ -212,8 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             ignore_keys=ignore,
         )
     except NoReadableRunError as e:
-        print(f"fbl-report: error: {e}", file=sys.stderr)
-        return 1
+        for run, msg in e.problems:
+            print(f"fbl-report: problem: {run}: {msg}", file=sys.stderr)
+        return _error(
+            f"none of the {len(args.run_dirs)} run directories could be read (problems above)",
+            "give fbl-train --workdir directories, each with config.json, class_counts.json "
+            "and metrics.jsonl",
+        )
+    except ValueError as e:
+        return _error(str(e))
+    except OSError as e:
+        where = e.filename if e.filename is not None else args.out
+        return _error(
+            f"cannot write the report to {where}: {e.strerror or e}",
+            "give --out a directory you can write to (it is created if missing)",
+        )
     for run, msg in report.problems:
         print(f"fbl-report: problem: {run}: {msg}", file=sys.stderr)
     print(f"fbl-report: wrote {report.out_dir / 'summary.md'} ({len(report.runs)} runs)")

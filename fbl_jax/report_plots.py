@@ -1,8 +1,10 @@
-"""Figures for fbl-report (matplotlib, Agg backend, fixed pixel size).
+"""Figures for fbl-report, sized and labelled for a paper (matplotlib, Agg backend).
 
-Every figure is saved at figsize × dpi without tight bounding boxes, so its size in pixels is
-known in advance (8×5 in at 100 dpi → 800×500 px). Classes are always ordered by training
-count, most frequent first, as in the paper's Fig. 2 and Tables 5/6.
+Each `draw_*` function returns its Figure, unsaved, so tests can inspect the axes; `save_figure`
+writes it as PNG (for summary.md) and as PDF beside it (same stem, TrueType fonts, for LaTeX).
+PNGs are saved at figsize × dpi without tight bounding boxes, so their size in pixels is known in
+advance (8×5 in at 100 dpi → 800×500 px). Classes are ordered by training count, most frequent
+first, as in the paper's Fig. 2 and Tables 5/6; text is never smaller than 8 pt.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import pathlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -18,13 +20,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fbl_jax.run_dir import safe_filename  # noqa: E402
-
-if TYPE_CHECKING:
-    from fbl_jax.run_dir import Run
+from fbl_jax.run_dir import Run, safe_filename  # noqa: E402
+from fbl_jax.run_labels import legend_labels  # noqa: E402
 
 # Class-name tick labels only up to this many classes; beyond it the axis shows frequency rank.
 MAX_TICK_LABELS = 30
+# Up to this many classes the tick labels stand upright, count under the name; else rotated.
+MAX_UPRIGHT_LABELS = 10
+TICK_FONTSIZE = 8
+LEGEND_FONTSIZE = 8
+LABEL_FONTSIZE = 9
+TITLE_FONTSIZE = 10
 
 
 def _values(values: Sequence[Any] | None, order: Sequence[int]) -> np.ndarray:
@@ -34,8 +40,22 @@ def _values(values: Sequence[Any] | None, order: Sequence[int]) -> np.ndarray:
     return np.array([np.nan if values[c] is None else float(values[c]) for c in order])
 
 
-def _save(fig: Any, path: pathlib.Path, dpi: float) -> pathlib.Path:
+def _finish(fig: Any) -> Any:
+    """Paper font sizes on every axes (ticks made later inherit them), then a tight layout."""
+    for ax in fig.axes:
+        ax.tick_params(labelsize=TICK_FONTSIZE)
+        ax.xaxis.label.set_fontsize(LABEL_FONTSIZE)
+        ax.yaxis.label.set_fontsize(LABEL_FONTSIZE)
+        ax.title.set_fontsize(TITLE_FONTSIZE)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Any, path: pathlib.Path, dpi: float) -> pathlib.Path:
+    """Write `path` (PNG) and the same figure as PDF beside it; close the figure."""
     fig.savefig(path, dpi=dpi, format="png")
+    with plt.rc_context({"pdf.fonttype": 42}):  # TrueType, not Type 3: what publishers accept
+        fig.savefig(path.with_suffix(".pdf"), format="pdf")
     plt.close(fig)
     return path
 
@@ -44,16 +64,26 @@ def _no_data(ax: Any) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
 
 
+def class_tick_labels(run: Run, upright: bool = True) -> list[str]:
+    """Class names by training frequency with the training count: 'dog\\n(500)' or 'dog (500)'."""
+    sep = "\n" if upright else " "
+    return [f"{run.class_names[c]}{sep}({run.counts[c]})" for c in run.class_order()]
+
+
 def _class_axis(ax: Any, runs: Sequence[Run], n: int) -> None:
-    """Class names as ticks when every run has the same few classes in the same order."""
+    """Class names and counts as ticks when every run has the same few classes in the same order."""
     first = runs[0]
     same = all(
-        r.class_order() == first.class_order() and r.class_names == first.class_names for r in runs
+        r.class_order() == first.class_order()
+        and r.class_names == first.class_names
+        and r.counts == first.counts
+        for r in runs
     )
     if same and n <= MAX_TICK_LABELS:
+        upright = n <= MAX_UPRIGHT_LABELS
         ax.set_xticks(range(n))
-        ax.set_xticklabels([first.class_names[c] for c in first.class_order()], rotation=90)
-        ax.set_xlabel("class (most → least frequent in training)")
+        ax.set_xticklabels(class_tick_labels(first, upright), rotation=0 if upright else 90)
+        ax.set_xlabel("class (training count), most → least frequent")
     else:
         ax.set_xlabel("class rank by training count (0 = most frequent)")
 
@@ -72,101 +102,110 @@ def select_classes(
     return head + [(label, c) for label, c in tail if c not in taken]
 
 
-def plot_feature_norm_over_epochs(
-    runs: Sequence[Run],
-    path: pathlib.Path,
-    classes: Sequence[int] | None,
-    figsize: tuple[float, float],
-    dpi: float,
-) -> pathlib.Path:
+def accuracy_ylim(max_percent: float) -> tuple[float, float]:
+    """Bars start at 0; the top is the next multiple of 10 above the tallest bar + 5, ≤ 100."""
+    if not np.isfinite(max_percent):
+        return 0.0, 100.0
+    return 0.0, float(min(100.0, 10 * math.ceil((max_percent + 5) / 10)))
+
+
+def draw_feature_norm_over_epochs(
+    runs: Sequence[Run], classes: Sequence[int] | None, figsize: tuple[float, float]
+) -> Any:
     """Mean test feature norm of chosen head/tail classes per eval epoch, one line per run."""
-    picks = {r.name: select_classes(r, classes) for r in runs}
-    panels = max(len(p) for p in picks.values())
+    picks = [select_classes(r, classes) for r in runs]
+    labels = legend_labels(runs)
+    panels = max(len(p) for p in picks)
     ncols = min(panels, 4)
     nrows = math.ceil(panels / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, sharey=True)
     flat = axes.ravel()
     drawn = [False] * len(flat)
-    for run in runs:
+    for i in range(panels):
+        # One class per panel for every run: its name and count go in the title, not the legend.
+        at_i = [(r, p[i]) for r, p in zip(runs, picks) if i < len(p)]
+        ids = {(c, r.class_names[c], r.counts[c]) for r, (_, c) in at_i}
+        title = at_i[0][1][0]
+        if len(ids) == 1:
+            _, cname, count = next(iter(ids))
+            title += f": {cname} (n={count})"
+        flat[i].set_title(title)
+    for run, pick, label in zip(runs, picks, labels):
         evals = [e for e in run.test_evals if e.get("feature_norm_per_class") is not None]
         epochs = [e.get("epoch", e.get("step")) for e in evals]
-        for i, (label, c) in enumerate(picks[run.name]):
+        for i, (_, c) in enumerate(pick):
             norms = [e["feature_norm_per_class"][c] for e in evals]
             norms = [np.nan if v is None else v for v in norms]
-            name = f"{run.name}: {run.class_names[c]} (n={run.counts[c]})"
-            flat[i].plot(epochs, norms, marker="o", markersize=3, label=name)
-            flat[i].set_title(label, fontsize=9)
+            flat[i].plot(epochs, norms, marker="o", markersize=3, label=label)
             drawn[i] = drawn[i] or bool(evals)
     for i, ax in enumerate(flat):
         if i >= panels:
             ax.set_visible(False)
             continue
-        if drawn[i]:
-            ax.legend(fontsize=6)
-        else:
+        if not drawn[i]:
             _no_data(ax)
+        elif i == 0:
+            ax.legend(fontsize=LEGEND_FONTSIZE)
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean feature norm (test)")
-    fig.suptitle("Feature norm over training: head vs tail classes")
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    fig.suptitle("Feature norm over training: head vs tail classes", fontsize=TITLE_FONTSIZE)
+    return _finish(fig)
 
 
-def plot_feature_norm_distribution(
-    runs: Sequence[Run], path: pathlib.Path, figsize: tuple[float, float], dpi: float
-) -> pathlib.Path:
-    """Per-class mean feature norm at the last test eval, classes by frequency, one line per run."""
+def draw_feature_norm_distribution(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
+    """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
     fig, ax = plt.subplots(figsize=figsize)
-    n = 0
-    for run in runs:
+    series = []
+    for run, label in zip(runs, legend_labels(runs)):
         last = run.last_test()
-        if not last or last.get("feature_norm_per_class") is None:
-            continue
-        y = _values(last["feature_norm_per_class"], run.class_order())
-        small = len(y) <= MAX_TICK_LABELS
-        ax.plot(np.arange(len(y)), y, marker="o" if small else None, markersize=3, label=run.name)
-        n = max(n, len(y))
-    if n:
-        ax.legend(fontsize=7)
+        if last and last.get("feature_norm_per_class") is not None:
+            series.append((label, _values(last["feature_norm_per_class"], run.class_order())))
+    n = max((len(y) for _, y in series), default=0)
+    small = n <= MAX_TICK_LABELS
+    width = 0.6 / max(len(series), 1) if small else 0.0  # runs dodge within a class's slot
+    for k, (label, y) in enumerate(series):
+        x = np.arange(len(y)) + (k - (len(series) - 1) / 2) * width
+        ax.plot(x, y, linestyle="none", marker="o", markersize=5 if small else 2, label=label)
+    if series:
+        ax.legend(fontsize=LEGEND_FONTSIZE)
         _class_axis(ax, runs, n)
+        if small:
+            ax.set_xlim(-0.5, n - 0.5)
+            ax.grid(axis="y", alpha=0.3)
     else:
         _no_data(ax)
     ax.set_ylabel("mean feature norm (test, last eval)")
     ax.set_title("Per-class feature norm")
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    return _finish(fig)
 
 
-def plot_per_class_accuracy(
-    runs: Sequence[Run], path: pathlib.Path, figsize: tuple[float, float], dpi: float
-) -> pathlib.Path:
+def draw_per_class_accuracy(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
     """Per-class top-1 (%) at the last test eval as bars, runs side by side, classes by frequency."""
     fig, ax = plt.subplots(figsize=figsize)
     series = []
-    for run in runs:
+    for run, label in zip(runs, legend_labels(runs)):
         last = run.last_test()
         if last and last.get("per_class_accuracy") is not None:
-            series.append((run.name, 100 * _values(last["per_class_accuracy"], run.class_order())))
+            series.append((label, 100 * _values(last["per_class_accuracy"], run.class_order())))
     width = 0.8 / max(len(series), 1)
-    for k, (name, y) in enumerate(series):
+    for k, (label, y) in enumerate(series):
         x = np.arange(len(y)) - 0.4 + width * (k + 0.5)
-        ax.bar(x, np.nan_to_num(y), width=width, label=name)
+        ax.bar(x, np.nan_to_num(y), width=width, label=label)
+    top = -np.inf
     if series:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=LEGEND_FONTSIZE)
         _class_axis(ax, runs, max(len(y) for _, y in series))
+        top = max((float(np.nanmax(y)) for _, y in series if np.isfinite(y).any()), default=top)
     else:
         _no_data(ax)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(*accuracy_ylim(top))
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Per-class accuracy (test, last eval)")
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    return _finish(fig)
 
 
-def plot_confusion(
-    run: Run, path: pathlib.Path, figsize: tuple[float, float], dpi: float
-) -> pathlib.Path | None:
+def draw_confusion(run: Run, figsize: tuple[float, float]) -> Any | None:
     """Row-normalised confusion matrix of the last test eval (classes by frequency), if logged."""
     last = run.last_test()
     if not last or last.get("confusion") is None:
@@ -179,43 +218,37 @@ def plot_confusion(
     im = ax.imshow(cm, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     if len(order) <= MAX_TICK_LABELS:
-        names = [run.class_names[c] for c in order]
         ax.set_xticks(range(len(order)))
-        ax.set_xticklabels(names, rotation=90, fontsize=7)
+        ax.set_xticklabels([run.class_names[c] for c in order], rotation=90)
         ax.set_yticks(range(len(order)))
-        ax.set_yticklabels(names, fontsize=7)
+        ax.set_yticklabels(class_tick_labels(run, upright=False))
     ax.set_xlabel("predicted class (by training frequency)")
-    ax.set_ylabel("true class (by training frequency)")
+    ax.set_ylabel("true class (training count)")
     ax.set_title(f"{run.name}: confusion, row-normalised (step {last.get('step')})")
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    return _finish(fig)
 
 
-def plot_schedules(
-    runs: Sequence[Run], path: pathlib.Path, figsize: tuple[float, float], dpi: float
-) -> pathlib.Path:
-    """Learning rate and FBL α(t) against epoch, from the train records."""
+def draw_schedules(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
+    """Learning rate (log axis: its step drops span decades) and FBL α(t) against epoch."""
     fig, (ax_lr, ax_a) = plt.subplots(1, 2, figsize=figsize)
-    any_data = False
-    for run in runs:
+    positive_lr = False
+    for run, label in zip(runs, legend_labels(runs)):
         for ax, key in ((ax_lr, "lr"), (ax_a, "alpha")):
             recs = [t for t in run.train if t.get(key) is not None]
             if recs:
-                any_data = True
-                ax.plot(
-                    [t.get("epoch", t.get("step")) for t in recs],
-                    [t[key] for t in recs],
-                    label=run.name,
-                )
-    for ax, title in ((ax_lr, "learning rate"), (ax_a, "α(t)")):
+                values = [t[key] for t in recs]
+                positive_lr = positive_lr or (key == "lr" and max(values) > 0)
+                ax.plot([t.get("epoch", t.get("step")) for t in recs], values, label=label)
+    if positive_lr:
+        ax_lr.set_yscale("log", nonpositive="mask")
+    for ax, title in ((ax_lr, "learning rate (log scale)"), (ax_a, "α(t)")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
-        if any_data:
-            ax.legend(fontsize=7)
-        else:
+        if not ax.lines:
             _no_data(ax)
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    if ax_lr.lines or ax_a.lines:
+        (ax_lr if ax_lr.lines else ax_a).legend(fontsize=LEGEND_FONTSIZE)
+    return _finish(fig)
 
 
 def plot_all(
@@ -226,17 +259,16 @@ def plot_all(
     dpi: float,
     figsize: tuple[float, float],
 ) -> list[pathlib.Path]:
-    """Write every figure into `out`; returns the PNG paths (confusion only where logged)."""
-    paths = [
-        plot_feature_norm_over_epochs(
-            runs, out / "feature_norm_over_epochs.png", classes, figsize, dpi
-        ),
-        plot_feature_norm_distribution(runs, out / "feature_norm_distribution.png", figsize, dpi),
-        plot_per_class_accuracy(runs, out / "per_class_accuracy.png", figsize, dpi),
-        plot_schedules(runs, out / "schedules.png", figsize, dpi),
+    """Write every figure into `out` as PNG + PDF; returns the PNG paths (confusion if logged)."""
+    figures = [
+        ("feature_norm_over_epochs", draw_feature_norm_over_epochs(runs, classes, figsize)),
+        ("feature_norm_distribution", draw_feature_norm_distribution(runs, figsize)),
+        ("per_class_accuracy", draw_per_class_accuracy(runs, figsize)),
+        ("schedules", draw_schedules(runs, figsize)),
     ]
+    paths = [save_figure(fig, out / f"{stem}.png", dpi) for stem, fig in figures]
     for run in runs:
-        p = plot_confusion(run, out / f"confusion_{safe_filename(run.name)}.png", figsize, dpi)
-        if p is not None:
-            paths.append(p)
+        fig = draw_confusion(run, figsize)
+        if fig is not None:
+            paths.append(save_figure(fig, out / f"confusion_{safe_filename(run.name)}.png", dpi))
     return paths

@@ -327,13 +327,16 @@ def test_report_reads_decoupled_runs(tau_norm_run, tmp_path):
     workdir, result = tau_norm_run
     rep = report.make_report([workdir], tmp_path / "report")
     (run_summary,) = rep.summary["runs"]
-    assert run_summary["method"] == f"ce + τ-norm (τ={result.tau:g})"
+    assert result.tau in decouple_config.TAU_GRID  # one decimal: shown as e.g. 'τ=0.8', 'τ=1.0'
+    assert run_summary["method"] == f"CE + τ-norm (τ={result.tau:.1f})"
     assert run_summary["finished"]
     assert run_summary["last"]["top1"] == result.final["last"]["top1"]
     assert run_summary["best_on_minival"]["balanced_top1"] == result.final["last"]["balanced_top1"]
     (setting,) = rep.summary["settings"]
     assert setting["metrics"]["top1_last"]["mean"] == result.final["last"]["top1"]
-    assert f"τ-norm (τ={result.tau:g})" in (tmp_path / "report" / "summary.md").read_text()
+    assert (
+        f"| CE + τ-norm (τ={result.tau:.1f}) |" in (tmp_path / "report" / "summary.md").read_text()
+    )
 
 
 def test_clear_errors(source, tau_norm_run, tmp_path):

@@ -6,14 +6,19 @@ std, percent with 2 decimals), never by calling the report's own helpers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from fbl_jax import report, report_plots, report_tables, run_dir
+from fbl_jax import report, report_plots, report_tables, run_dir, run_labels
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # 4 classes; ties at 30 are broken by class id, so the frequency order is 1, 0, 2, 3.
 COUNTS = [30, 500, 30, 5]
@@ -170,8 +175,8 @@ def test_results_table_mean_and_sample_std(made):
     out, rep, info = made
     md = (out / "summary.md").read_text()
     rows = {r["Method"]: r for r in _table(_section(md, "Results"))}
-    assert set(rows) == {"ce", "fbl (paper, parabolic)"}  # the unfinished run is left out
-    ce = rows["ce"]
+    assert set(rows) == {"CE", "FBL (paper form)"}  # the unfinished run is left out
+    ce = rows["CE"]
     assert ce["#Seeds"] == "2" and ce["Dataset"] == "CIFAR-10-LT" and ce["IF"] == "100"
     assert ce["Model"] == "resnet32" and ce["Runs"] == "ce_s0, ce_s1"
     assert ce["Top-1 last"] == _mean_pm_std([0.6123, 0.6341]) == "62.32 ± 1.54"
@@ -179,13 +184,13 @@ def test_results_table_mean_and_sample_std(made):
     lasts = [info[n][1][-1] for n in ("ce_s0", "ce_s1")]
     for col, key in (("Many", "many_shot"), ("Medium", "medium_shot"), ("Few", "few_shot")):
         assert ce[col] == _mean_pm_std([r[key] for r in lasts])
-    fbl = rows["fbl (paper, parabolic)"]
+    fbl = rows["FBL (paper form)"]
     assert fbl["#Seeds"] == "1"
     assert fbl["Top-1 last"] == "70.11" and fbl["Top-1 best-on-minival"] == "69.88"
     assert fbl["Many"] == "90.00" and fbl["Medium"] == "50.00" and fbl["Few"] == "—"
     # summary.json carries the same numbers as fractions.
     summary = json.loads((out / "summary.json").read_text())
-    s = {x["method"]: x for x in summary["settings"]}["ce"]["metrics"]["top1_last"]
+    s = {x["method"]: x for x in summary["settings"]}["CE"]["metrics"]["top1_last"]
     assert s["mean"] == pytest.approx(np.mean([0.6123, 0.6341]))
     assert s["std"] == pytest.approx(np.std([0.6123, 0.6341], ddof=1))
 
@@ -252,6 +257,211 @@ def test_figures_are_pngs_of_the_requested_size(made, runs, tmp_path):
     assert _png_size(tmp_path / "schedules.png") == (120, 90)
 
 
+FIGURES = (
+    "feature_norm_over_epochs",
+    "feature_norm_distribution",
+    "per_class_accuracy",
+    "schedules",
+    "confusion_ce_s0",
+    "confusion_ce_s1",
+    "confusion_broken",
+)
+
+
+def test_a_pdf_beside_every_png(made):
+    out, rep, _ = made
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == sorted(FIGURES)
+    for stem in pngs:
+        pdf = (out / f"{stem}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-"), stem
+        assert b"/Subtype /Type3" not in pdf and b"/FontFile2" in pdf, stem  # TrueType fonts
+        assert out / f"{stem}.pdf" in rep.files
+    md = (out / "summary.md").read_text()
+    assert "![per_class_accuracy](per_class_accuracy.png) ([PDF](per_class_accuracy.pdf))" in md
+    assert json.loads((out / "summary.json").read_text())["figures_pdf"] == [
+        f"{stem}.pdf" for stem in FIGURES
+    ]
+
+
+# (config section "loss", optional "decouple") -> the label a reader of a paper expects.
+LABELS = [
+    ({"name": "ce"}, None, "CE"),
+    ({"name": "ldam_drw", "drw_start_epoch": 160}, None, "LDAM-DRW"),
+    ({"name": "ldam_drw", "drw_start_epoch": 40}, None, "LDAM-DRW (DRW from epoch 40)"),
+    ({"name": "la", "la_tau": 1.0}, None, "LA (τ=1.0)"),
+    ({"name": "la", "la_tau": 1.5}, None, "LA (τ=1.5)"),
+    ({"name": "balanced_softmax"}, None, "Balanced softmax"),
+    ({"name": "focal", "focal_gamma": 2.0}, None, "Focal (γ=2.0)"),
+    (
+        {
+            "name": "fbl",
+            "fbl_form": "authors_code",
+            "fbl_scale": 60.0,
+            "curriculum": "authors_code",
+        },
+        None,
+        "FBL (authors' form)",
+    ),
+    (
+        {
+            "name": "fbl",
+            "fbl_form": "authors_code",
+            "fbl_scale": 150.0,
+            "curriculum": "authors_code",
+        },
+        None,
+        "FBL (authors' form, A=150)",
+    ),
+    (
+        {"name": "fbl", "fbl_form": "authors_code", "fbl_scale": 60, "curriculum": "parabolic"},
+        None,
+        "FBL (authors' form, α(t) parabolic)",
+    ),
+    (
+        {
+            "name": "fbl",
+            "fbl_form": "authors_code",
+            "fbl_scale": 60.0,
+            "curriculum": "authors_code",
+            "curriculum_offset": 2.5,
+        },
+        None,
+        "FBL (authors' form, α(t) offset 2.5)",
+    ),
+    (
+        {"name": "fbl", "fbl_form": "paper", "fbl_scale": 1.0, "curriculum": "parabolic"},
+        None,
+        "FBL (paper form)",
+    ),
+    ({"name": "fbl"}, None, "FBL (paper form)"),  # an old config without the fields: defaults
+    (
+        {"name": "fbl", "fbl_form": "paper", "curriculum": "linear"},
+        None,
+        "FBL (paper form, α(t) linear)",
+    ),
+    ({"name": "fbl_drw", "fbl_form": "paper"}, None, "FBL-DRW (paper form)"),
+    ({"name": "ce"}, {"method": "tau_norm", "tau": 0.8}, "CE + τ-norm (τ=0.8)"),
+    ({"name": "ce"}, {"method": "la_posthoc", "tau": 1}, "CE + post-hoc LA (τ=1.0)"),
+    ({"name": "ce"}, {"method": "crt", "epochs": 10, "checkpoint": "best"}, "CE + cRT"),
+    (
+        {"name": "ce"},
+        {"method": "lws", "epochs": 5, "checkpoint": "last"},
+        "CE + LWS (5 epochs, last checkpoint)",
+    ),
+]
+
+
+@pytest.mark.parametrize("loss, decouple, expected", LABELS)
+def test_method_labels_are_readable(loss, decouple, expected):
+    config = {"seed": 0, "loss": loss, **({"decouple": decouple} if decouple else {})}
+    assert run_labels.method_name(config) == expected
+
+
+def test_different_loss_settings_never_share_a_label():
+    distinct = {json.dumps([loss, dec], sort_keys=True) for loss, dec, _ in LABELS}
+    labels = {expected for _, _, expected in LABELS}
+    # The hand-written table has one duplicate setting on purpose (missing fields = defaults).
+    assert len(labels) == len(distinct) - 1
+
+
+def test_label_defaults_are_the_losses_defaults():
+    from fbl_jax import losses
+
+    assert run_labels.LOSS_DEFAULTS == losses.LOSS_DEFAULTS
+
+
+def test_legend_labels_add_the_seed_only_where_methods_repeat(made):
+    _, rep, _ = made
+    assert [r.name for r in rep.runs] == ["ce_s0", "ce_s1", "fbl_s0", "broken"]
+    assert run_labels.legend_labels(rep.runs) == [
+        "CE, seed 0",
+        "CE, seed 1",
+        "FBL (paper form)",
+        "CE, seed 2",
+    ]
+    twins = [dataclasses.replace(rep.runs[0], name=n) for n in ("a", "b")]  # same seed twice
+    assert run_labels.legend_labels(twins) == ["CE [a]", "CE [b]"]
+
+
+def _texts(fig):
+    """Every tick label and legend entry of the figure, with its font size in points."""
+    out = []
+    for ax in fig.axes:
+        ticks = ax.get_xticklabels() + ax.get_yticklabels()
+        legend = ax.get_legend()
+        out += [(t.get_text(), t.get_fontsize()) for t in ticks]
+        out += [(t.get_text(), t.get_fontsize()) for t in (legend.get_texts() if legend else [])]
+    return out
+
+
+@pytest.fixture
+def figures(made):
+    _, rep, _ = made
+    figs = {
+        "over_epochs": report_plots.draw_feature_norm_over_epochs(rep.runs, None, (8, 5)),
+        "norms": report_plots.draw_feature_norm_distribution(rep.runs, (8, 5)),
+        "accuracy": report_plots.draw_per_class_accuracy(rep.runs, (8, 5)),
+        "schedules": report_plots.draw_schedules(rep.runs, (8, 5)),
+        "confusion": report_plots.draw_confusion(rep.runs[0], (8, 5)),
+    }
+    yield rep.runs, figs
+    for fig in figs.values():
+        report_plots.plt.close(fig)
+
+
+def test_fonts_are_at_least_8_points(figures):
+    _, figs = figures
+    for name, fig in figs.items():
+        texts = _texts(fig)
+        assert texts, name
+        small = [(t, size) for t, size in texts if size < 8]
+        assert not small, (name, small)
+
+
+def test_learning_rate_on_a_log_axis(figures):
+    runs, figs = figures
+    ax_lr, ax_alpha = figs["schedules"].axes
+    assert ax_lr.get_yscale() == "log"
+    assert ax_alpha.get_yscale() == "linear"
+    # The lr curves are the train records' lr values (0.1, then 0.05: lr / (i + 1)).
+    assert [list(line.get_ydata()) for line in ax_lr.lines] == [[0.1, 0.05]] * len(runs)
+
+
+def test_per_class_accuracy_ticks_carry_training_counts(figures):
+    runs, figs = figures
+    ax = figs["accuracy"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "dog\n(500)",
+        "cat\n(30)",
+        "eel\n(30)",
+        "fox\n(5)",
+    ]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["CE, seed 0", "CE, seed 1", "FBL (paper form)", "CE, seed 2"]
+    # Bars start at 0 and the top sits just above the tallest bar, not always at 100 %.
+    tallest = max(100 * max(r.last_test()["per_class_accuracy"]) for r in runs)
+    bottom, top = ax.get_ylim()
+    assert bottom == 0 and tallest < top <= min(100, tallest + 15)
+    confusion_rows = [t.get_text() for t in figs["confusion"].axes[0].get_yticklabels()]
+    assert confusion_rows == ["dog (500)", "cat (30)", "eel (30)", "fox (5)"]
+
+
+def test_feature_norms_are_points_per_class_not_a_line(figures):
+    runs, figs = figures
+    ax = figs["norms"].axes[0]
+    assert len(ax.lines) == len(runs)
+    for run, line in zip(runs, ax.lines):
+        assert line.get_linestyle() == "None" and line.get_marker() == "o"
+        x, y = line.get_xdata(), line.get_ydata()
+        np.testing.assert_array_equal(np.round(x), np.arange(4))  # each point in its class slot
+        norms = run.last_test()["feature_norm_per_class"]
+        np.testing.assert_allclose(y, [norms[c] for c in ORDER])
+    # The norms lie in [1, 10]: the axis follows the data rather than starting at 0.
+    low = min(min(r.last_test()["feature_norm_per_class"]) for r in runs)
+    assert 0 < ax.get_ylim()[0] < low
+
+
 def test_default_head_and_tail_classes(made):
     _, rep, _ = made
     picked = [c for _, c in report_plots.select_classes(rep.runs[0], None)]
@@ -263,8 +473,69 @@ def test_no_readable_run_raises_and_exits_nonzero(runs, tmp_path, capsys):
     bad = [root / "missing", root / "does_not_exist"]
     with pytest.raises(report.NoReadableRunError, match="missing"):
         report.make_report(bad, tmp_path / "out")
-    assert report.main([str(p) for p in bad] + ["--out", str(tmp_path / "out")]) == 1
-    assert "does_not_exist" in capsys.readouterr().err
+    assert report.main([str(p) for p in bad] + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "does_not_exist" in err
+    _assert_clean_error(err, "none of the 2 run directories could be read")
+    assert not (tmp_path / "out").exists()  # nothing written for nothing read
+
+
+def _assert_clean_error(err: str, problem: str) -> None:
+    """stderr ends in `fbl-report: error: <problem>` (+ at most one indented fix line)."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("fbl-report: error: ")]
+    assert len(starts) == 1 and starts[0] >= len(lines) - 2, err
+    assert problem in lines[starts[0]], err
+    assert all(ln.startswith("  ") for ln in lines[starts[0] + 1 :]), err
+
+
+def test_cli_on_a_missing_directory_exits_2_without_traceback(tmp_path):
+    missing = tmp_path / "no_such_run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fbl_jax.report", str(missing), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"fbl-report: problem: no_such_run: {missing} is not a directory" in proc.stderr
+    _assert_clean_error(proc.stderr, "could be read")
+    assert "config.json, class_counts.json and metrics.jsonl" in proc.stderr  # the fix
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--dpi", "0"], "argument --dpi: '0' is not a positive number"),
+        (["--figsize", "8", "-1"], "argument --figsize: '-1' is not a positive number"),
+        (["--classes", "0,x"], "argument --classes: '0,x' is not a list of class ids"),
+        (["--classes", "-1"], "argument --classes: '-1' is not a list of class ids"),
+        (["--max-inline-classes", "-3"], "argument --max-inline-classes: '-3'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(runs, tmp_path, capsys, flags, named):
+    _, dirs, _ = runs
+    with pytest.raises(SystemExit) as exc:
+        report.main([str(dirs[0]), "--out", str(tmp_path / "o"), *flags])
+    assert exc.value.code == 2
+    _assert_clean_error(capsys.readouterr().err, named)
+
+
+def test_class_out_of_range_and_unwritable_out_exit_2(runs, tmp_path, capsys):
+    _, dirs, _ = runs
+    args = [str(dirs[0]), "--out", str(tmp_path / "o")]
+    assert report.main([*args, "--classes", "0,7"]) == 2
+    _assert_clean_error(capsys.readouterr().err, "classes [7] out of range for run 'ce_s0'")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert report.main([str(dirs[0]), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    _assert_clean_error(err, f"cannot write the report to {blocker}")
+    assert "give --out a directory you can write to" in err
 
 
 def test_bad_arguments_are_named(runs, tmp_path):
