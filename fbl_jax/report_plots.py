@@ -43,7 +43,7 @@ def _values(values: Sequence[Any] | None, order: Sequence[int]) -> np.ndarray:
 def _finish(fig: Any) -> Any:
     """Paper font sizes on every axes (ticks made later inherit them), then a tight layout."""
     for ax in fig.axes:
-        ax.tick_params(labelsize=TICK_FONTSIZE)
+        ax.tick_params(which="both", labelsize=TICK_FONTSIZE)  # log axes label minor ticks
         ax.xaxis.label.set_fontsize(LABEL_FONTSIZE)
         ax.yaxis.label.set_fontsize(LABEL_FONTSIZE)
         ax.title.set_fontsize(TITLE_FONTSIZE)
@@ -128,7 +128,7 @@ def draw_feature_norm_over_epochs(
         title = at_i[0][1][0]
         if len(ids) == 1:
             _, cname, count = next(iter(ids))
-            title += f": {cname} (n={count})"
+            title += f"\n{cname} (n={count})"  # two lines: four panels side by side
         flat[i].set_title(title)
     for run, pick, label in zip(runs, picks, labels):
         evals = [e for e in run.test_evals if e.get("feature_norm_per_class") is not None]

@@ -388,7 +388,7 @@ def _texts(fig):
     """Every tick label and legend entry of the figure, with its font size in points."""
     out = []
     for ax in fig.axes:
-        ticks = ax.get_xticklabels() + ax.get_yticklabels()
+        ticks = [*ax.get_xticklabels(which="both"), *ax.get_yticklabels(which="both")]
         legend = ax.get_legend()
         out += [(t.get_text(), t.get_fontsize()) for t in ticks]
         out += [(t.get_text(), t.get_fontsize()) for t in (legend.get_texts() if legend else [])]
