@@ -2,7 +2,9 @@
 
 The data position is a pure function of (seed, step), so a checkpoint is the state and its step.
 A checkpoint that cannot be read is moved aside and the previous one is used; a checkpoint made
-for another model or class count is an error, never a silent re-initialisation.
+for another model or class count is an error, never a silent re-initialisation. A save that a
+kill interrupted leaves an orbax temporary folder: it is removed, with a log line, on the next
+start, and best/ checkpoints newer than the step resumed from are dropped (those steps re-run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # Meta keys that must agree between a checkpoint and the run that restores it.
 IDENTITY_KEYS = ("model", "head", "num_classes", "class_counts", "image_shape")
+TMP_MARKER = ".orbax-checkpoint-tmp"  # orbax writes STEP.orbax-checkpoint-tmp-N, then renames
 
 
 class CheckpointMismatchError(ValueError):
@@ -38,6 +41,7 @@ class Checkpoints:
         # orbax (tensorstore's OCDBT) needs an absolute path; `--workdir=runs/x` is relative
         self.workdir = pathlib.Path(workdir).absolute()
         self.keep = keep
+        self._remove_temporary()
         self._latest = self._manager("checkpoints", keep)
         self._best = self._manager("best", 1)
 
@@ -51,12 +55,43 @@ class Checkpoints:
         """Save on every process (orbax coordinates hosts); `state` is host-local, unreplicated."""
         step = int(meta["step"])
         manager = self._best if best else self._latest
+        if step in manager.all_steps():
+            # a restart re-running steps it had saved; the run is deterministic, keep that one
+            log.info(
+                "%s checkpoint for step %d already exists; kept", "best" if best else "a", step
+            )
+            return
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(serialization.to_state_dict(jax.device_get(state))),
             meta=ocp.args.JsonSave(meta),
         )
         manager.save(step, args=args, force=True)
         manager.wait_until_finished()
+
+    def drop_best_after(self, step: int) -> None:
+        """Delete best/ checkpoints later than `step`: the resumed run will make them again."""
+        for best_step in self._best.all_steps():
+            if best_step > step:
+                log.warning(
+                    "best/ holds step %d, after the resumed step %d (a kill between the two "
+                    "saves); removed, the re-run steps will choose again",
+                    best_step,
+                    step,
+                )
+                self._best.delete(best_step)
+
+    def _remove_temporary(self) -> None:
+        if jax.process_index() == 0:
+            for name in ("checkpoints", "best"):
+                folder = self.workdir / name
+                if not folder.is_dir():
+                    continue
+                for entry in sorted(folder.iterdir()):
+                    if TMP_MARKER in entry.name:
+                        log.warning("removing %s: a checkpoint whose save was interrupted", entry)
+                        shutil.rmtree(entry, ignore_errors=True)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("fbl_jax_remove_temporary")
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()

@@ -37,10 +37,14 @@ class MetricWriter:
         self._tb = None
         self._t0 = time.time()
         self._step0: int | None = None
-        if enabled:
+
+    def _tensorboard(self):
+        # created on the first scalar, so a rerun that trains nothing adds no empty event file
+        if self._tb is None:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        return self._tb
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
@@ -62,12 +66,15 @@ class MetricWriter:
             return
         with open(self.workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if record["type"] == "final":
+            return  # its values are the eval records', already in TensorBoard
         step = int(record.get("step", 0))
         prefix = record["type"] if record["type"] != "eval" else f"eval_{record['split']}"
+        tb = self._tensorboard()
         for key, value in record.items():
             if isinstance(value, int | float) and not isinstance(value, bool) and key != "step":
-                self._tb.add_scalar(f"{prefix}/{key}", value, step)
-        self._tb.flush()
+                tb.add_scalar(f"{prefix}/{key}", value, step)
+        tb.flush()
 
     def train_line(self, record: dict[str, Any]) -> None:
         step = record["step"]
@@ -76,9 +83,10 @@ class MetricWriter:
         elapsed = time.time() - self._t0
         done = step - self._step0
         eta = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
+        speed = record.get("images_per_s")
         log.info(
             "epoch %.2f step %d/%d | loss %.4f | top1 %.3f | lr %.5f | alpha %.4f | "
-            "%.0f img/s | ETA %s",
+            "%s img/s | ETA %s",
             record["epoch"],
             step,
             self.total_steps,
@@ -86,7 +94,7 @@ class MetricWriter:
             record["train_top1"],
             record["lr"],
             record["alpha"],
-            record["images_per_s"],
+            "-" if speed is None else f"{speed:.0f}",
             _fmt_time(eta),
         )
 

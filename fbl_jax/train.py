@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
@@ -22,6 +23,7 @@ from fbl_jax.metric_writers import MetricWriter, check_finite
 from fbl_jax.models import get_model
 from fbl_jax.models.layers import resolve_bn_impl
 from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
+from fbl_jax.timing import SpeedWindow, WallClock
 
 log = logging.getLogger("fbl_jax")
 
@@ -48,7 +50,7 @@ def build_model(config: Any, num_classes: int):
 def check_devices(global_batch: int, what: str = "config.batch_size") -> None:
     n = jax.device_count()
     if global_batch % n:
-        raise ValueError(
+        raise defaults.ConfigError(
             f"{what}={global_batch} does not divide over {n} devices "
             f"({jax.process_count()} process(es) × {jax.local_device_count()} local devices); "
             f"use a multiple of {n}, e.g. {max(n, global_batch // n * n)}"
@@ -61,15 +63,15 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
     Returns the final record (last and best-on-minival test metrics).
     """
     defaults.validate_config(config)
+    defaults.check_data_paths(config.data)
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
     check_devices(config.batch_size)
     check_devices(config.eval_batch_size, "config.eval_batch_size")
     if losses.loss_needs_cosine_head(config.loss.name) and config.model.head != "cosine":
-        raise ValueError(
+        raise defaults.ConfigError(
             f"loss {config.loss.name!r} is defined on cosine logits: set config.model.head='cosine'"
         )
 
@@ -95,6 +97,7 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
         dict(bundle.eval_sizes),
     )
 
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the config and the data are good
     model = build_model(config, bundle.num_classes)
     loss_fn = losses.make_loss(config.loss, class_counts, config.num_epochs)
     lr_schedule = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
@@ -127,10 +130,19 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
     if restored is not None:
         state, saved_meta = restored
         meta.update({k: saved_meta.get(k) for k in meta})
-        log.info("resumed from step %d in %s", int(state.step), workdir)
     start_step = int(state.step)
-
     is_chief = jax.process_index() == 0
+
+    finished = read_final_record(workdir) if start_step >= total_steps else None
+    if finished is not None:
+        log.info("already finished at step %d in %s; nothing to do", start_step, workdir)
+        ckpts.close()
+        return finished
+    if restored is not None:
+        log.info("resumed from step %d in %s", start_step, workdir)
+    # best/ checkpoints later than the one resumed from belong to steps about to be re-run
+    ckpts.drop_best_after(start_step)
+
     writer = MetricWriter(workdir, is_chief, total_steps)
     if is_chief:
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
@@ -139,94 +151,132 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
         )
         writer.truncate_after(start_step)
 
+    timing = WallClock(workdir if is_chief else None)
     runner = _Runner(config, bundle, model, loss_fn, tx, lr_schedule, spe)
     p_state = flax.jax_utils.replicate(state)
-    stop = _install_sigterm_flag()
+    with sigterm_flag() as stop:
 
-    def evaluate_all(p_state, step: int) -> dict[str, dict]:
-        records = {}
-        for split in bundle.eval_splits:
-            stats = train_steps.run_evaluation(
-                runner.p_eval, p_state.params, p_state.batch_stats, bundle.eval_iter(split)
+        def evaluate_all(p_state, step: int) -> dict[str, dict]:
+            records = {}
+            for split in bundle.eval_splits:
+                stats = train_steps.run_evaluation(
+                    runner.p_eval, p_state.params, p_state.batch_stats, bundle.eval_iter(split)
+                )
+                record = {"type": "eval", "step": step, "epoch": step / spe, "split": split}
+                record.update(evaluate.metrics_from_stats(stats, class_counts))
+                writer.write(record)
+                writer.eval_line(record)
+                records[split] = record
+            return records
+
+        saved = {"latest": start_step if restored is not None else None, "best": None}
+
+        def save(p_state, step: int, best: bool = False) -> None:
+            kind = "best" if best else "latest"
+            if saved[kind] == step:  # e.g. SIGTERM right after the epoch's checkpoint
+                return
+            host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
+            ckpts.save(host_state, {**identity, **meta, "step": step}, best=best)
+            saved[kind] = step
+
+        step = start_step
+        pending: list[Any] = []
+        speed = SpeedWindow(step)
+        while step < total_steps:
+            next_event = min(
+                _next_multiple(step, config.log_every_steps), _next_multiple(step, spe)
             )
-            record = {"type": "eval", "step": step, "epoch": step / spe, "split": split}
-            record.update(evaluate.metrics_from_stats(stats, class_counts))
-            writer.write(record)
-            writer.eval_line(record)
-            records[split] = record
-        return records
+            n = min(next_event, total_steps) - step
+            with timing.measure("train"):
+                p_state, metrics, done, compile_s = runner.run(p_state, step, n)
+            pending.append(metrics)
+            step += done
+            if compile_s is not None:
+                timing.add("compile", compile_s)
+                timing.add("train", -compile_s)
+                log.info("compiled the train call (%d step(s)) in %.1f s", done, compile_s)
+                speed.restart(step)  # images/s counts steady-state steps only
+            if step % config.log_every_steps == 0 or step == total_steps or stop.is_set():
+                with timing.measure("train"):
+                    record = _train_record(pending, step, spe)  # waits for the steps to finish
+                record["images_per_s"] = speed.rate(step, config.batch_size)
+                pending = []
+                writer.write(record)
+                writer.train_line(record)
+                speed.restart(step)
+            if step % spe == 0:
+                epoch = step // spe
+                with timing.measure("train"):
+                    _check_pending_finite(pending)  # never evaluate or save a diverged state
+                if epoch % config.eval_every_epochs == 0 or step == total_steps:
+                    with timing.measure("eval"):
+                        records = evaluate_all(p_state, step)
+                    meta["last_test_record"] = records.get("test")
+                    minival = records.get("minival")
+                    if minival is not None and (
+                        meta["best_minival"] is None
+                        or minival["balanced_top1"] > meta["best_minival"]
+                    ):
+                        meta.update(best_minival=minival["balanced_top1"], best_step=step)
+                        meta["best_test_record"] = records.get("test")
+                        with timing.measure("checkpoint"):
+                            save(p_state, step, best=True)
+                if epoch % config.checkpoint_every_epochs == 0 or step == total_steps:
+                    with timing.measure("checkpoint"):
+                        save(p_state, step)
+                speed.restart(step)
+            if stop.is_set() and step < total_steps:
+                with timing.measure("checkpoint"):
+                    save(p_state, step)
+                timing.write()
+                ckpts.close()
+                writer.close()
+                log.warning("SIGTERM: checkpoint written at step %d; restart to resume", step)
+                raise Preempted(PREEMPTED_EXIT_CODE)
 
-    def save(p_state, step: int, best: bool = False) -> None:
-        host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
-        ckpts.save(host_state, {**identity, **meta, "step": step}, best=best)
+        host_params = jax.device_get(flax.jax_utils.unreplicate(p_state.params))
+        if jax.process_count() > 1:
+            multihost_utils.assert_equal(host_params, "parameters differ across processes")
+        leaves = jax.tree_util.tree_leaves(host_params)
+        log.info(
+            "parameter checksum %.12e", sum(float(np.sum(x, dtype=np.float64)) for x in leaves)
+        )
+        final = {
+            "type": "final",
+            "step": total_steps,
+            "last": meta["last_test_record"],
+            "best_on_minival": meta["best_test_record"],
+            "best_step": meta["best_step"],
+        }
+        writer.write(final)
+        last = final["last"] or {}
+        best = final["best_on_minival"] or {}
+        log.info(
+            "done: test top-1 last %.2f, best-on-minival %s (step %s)",
+            100 * last.get("top1", float("nan")),
+            f"{100 * best['top1']:.2f}" if best else "n/a",
+            final["best_step"],
+        )
+        timing.write()
+        log.info("wall time: %s", timing.summary())
+        ckpts.close()
+        writer.close()
+        return final
 
-    step = start_step
-    pending: list[Any] = []
-    t_last, step_last = time.time(), step
-    while step < total_steps:
-        next_event = min(_next_multiple(step, config.log_every_steps), _next_multiple(step, spe))
-        n = min(next_event, total_steps) - step
-        p_state, metrics, done = runner.run(p_state, step, n)
-        pending.append(metrics)
-        step += done
-        at_epoch_end = step % spe == 0
-        if (
-            step % config.log_every_steps == 0
-            or at_epoch_end
-            or step == total_steps
-            or stop.is_set()
-        ):
-            now = time.time()
-            record = _train_record(
-                pending, step, spe, (step - step_last) * config.batch_size / (now - t_last)
-            )
-            pending, t_last, step_last = [], now, step
-            writer.write(record)
-            writer.train_line(record)
-        if at_epoch_end:
-            epoch = step // spe
-            if epoch % config.eval_every_epochs == 0 or step == total_steps:
-                records = evaluate_all(p_state, step)
-                meta["last_test_record"] = records.get("test")
-                minival = records.get("minival")
-                if minival is not None and (
-                    meta["best_minival"] is None or minival["balanced_top1"] > meta["best_minival"]
-                ):
-                    meta.update(best_minival=minival["balanced_top1"], best_step=step)
-                    meta["best_test_record"] = records.get("test")
-                    save(p_state, step, best=True)
-            if epoch % config.checkpoint_every_epochs == 0 or step == total_steps:
-                save(p_state, step)
-        if stop.is_set() and step < total_steps:
-            save(p_state, step)
-            ckpts.close()
-            writer.close()
-            log.warning("SIGTERM: checkpoint written at step %d; restart to resume", step)
-            raise Preempted(PREEMPTED_EXIT_CODE)
 
-    host_params = jax.device_get(flax.jax_utils.unreplicate(p_state.params))
-    if jax.process_count() > 1:
-        multihost_utils.assert_equal(host_params, "parameters differ across processes")
-    leaves = jax.tree_util.tree_leaves(host_params)
-    log.info("parameter checksum %.12e", sum(float(np.sum(x, dtype=np.float64)) for x in leaves))
-    final = {
-        "type": "final",
-        "step": total_steps,
-        "last": meta["last_test_record"],
-        "best_on_minival": meta["best_test_record"],
-        "best_step": meta["best_step"],
-    }
-    writer.write(final)
-    last = final["last"] or {}
-    best = final["best_on_minival"] or {}
-    log.info(
-        "done: test top-1 last %.2f, best-on-minival %s (step %s)",
-        100 * last.get("top1", float("nan")),
-        f"{100 * best['top1']:.2f}" if best else "n/a",
-        final["best_step"],
-    )
-    ckpts.close()
-    writer.close()
+def read_final_record(workdir: pathlib.Path) -> dict[str, Any] | None:
+    """The `final` record of a finished run's metrics.jsonl, or None."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    final = None
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("type") == "final":
+            final = record
     return final
 
 
@@ -257,34 +307,57 @@ class _Runner:
         )
         self._host_iter = None  # tf pipeline: the iterator, and the step it will yield next
         self._host_iter_step: int | None = None
+        self._warm: set = set()  # compiled functions already called once
 
     def run(self, p_state, step: int, n: int):
-        """Advance up to `n` steps from `step`; returns (state, metrics, steps done)."""
+        """Advance up to `n` steps from `step`: (state, metrics, steps done, compile seconds).
+
+        The first call of each compiled function waits for its result, so its compile time is
+        measured (returned, else None) and kept out of the images/s figures.
+        """
         if self.bundle.pipeline == "device":
             if self.p_multi is not None and n >= self.k:
-                p_state, metrics = self.p_multi(p_state, self.device_data)
-                return p_state, metrics, self.k
-            p_state, metrics = self.p_step(p_state, self.device_data)
-            return p_state, jax.tree_util.tree_map(lambda x: x[:, None], metrics), 1
-        if self._host_iter_step != step:
-            self._host_iter = self.bundle.train.iterator(start_step=step)
-        batch = next(self._host_iter)
-        self._host_iter_step = step + 1
-        p_state, metrics = self.p_step(p_state, batch)
-        return p_state, jax.tree_util.tree_map(lambda x: x[:, None], metrics), 1
+                fn, args, k = self.p_multi, (p_state, self.device_data), self.k
+            else:
+                fn, args, k = self.p_step, (p_state, self.device_data), 1
+        else:
+            if self._host_iter_step != step:
+                self._host_iter = self.bundle.train.iterator(start_step=step)
+            batch = next(self._host_iter)
+            self._host_iter_step = step + 1
+            fn, args, k = self.p_step, (p_state, batch), 1
+        first = fn not in self._warm
+        t0 = time.perf_counter()
+        p_state, metrics = fn(*args)
+        compile_s = None
+        if first:
+            jax.block_until_ready(metrics)
+            compile_s = time.perf_counter() - t0
+            self._warm.add(fn)
+        if k == 1:
+            metrics = jax.tree_util.tree_map(lambda x: x[:, None], metrics)
+        return p_state, metrics, k, compile_s
 
 
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def _train_record(pending: list, step: int, spe: int, images_per_s: float) -> dict[str, Any]:
+def _check_pending_finite(pending: list) -> None:
+    """Raise NonFiniteError naming the first step whose loss is NaN/inf (waits for the steps)."""
+    if not pending:
+        return
+    fetched = jax.device_get([(m["step"], m["loss"]) for m in pending])
+    for steps, values in fetched:
+        for s, value in zip(steps[0], values[0]):
+            check_finite("loss", float(value), int(s))
+
+
+def _train_record(pending: list, step: int, spe: int) -> dict[str, Any]:
     """Fetch the metrics of every step since the last record; stop on the first non-finite loss."""
+    _check_pending_finite(pending)
     fetched = jax.device_get(pending)
     losses_ = np.concatenate([m["loss"][0] for m in fetched])
-    steps = np.concatenate([m["step"][0] for m in fetched])
-    for s, value in zip(steps, losses_):
-        check_finite("loss", float(value), int(s))
     last = fetched[-1]
     return {
         "type": "train",
@@ -294,12 +367,18 @@ def _train_record(pending: list, step: int, spe: int, images_per_s: float) -> di
         "train_top1": float(np.concatenate([m["train_top1"][0] for m in fetched]).mean()),
         "lr": float(last["lr"][0][-1]),
         "alpha": float(last["alpha"][0][-1]),
-        "images_per_s": float(images_per_s),
     }
 
 
-def _install_sigterm_flag() -> threading.Event:
+@contextlib.contextmanager
+def sigterm_flag():
+    """A flag SIGTERM sets (the loop checkpoints and stops); the old handler comes back after."""
     flag = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
-    return flag
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
