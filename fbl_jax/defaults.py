@@ -17,6 +17,10 @@ from ml_collections.config_dict import placeholder
 from fbl_jax.models.layers import BN_IMPLS
 
 
+class ConfigError(ValueError):
+    """A config field is unknown or impossible; the message names the field and the fix."""
+
+
 def get_default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -114,31 +118,82 @@ def distributed_config() -> ml_collections.ConfigDict:
 
 
 def validate_config(config: Any) -> None:
-    """Unknown keys (with close matches) and impossible top-level values raise ValueError."""
+    """Unknown keys (with close matches), unknown names and impossible values: ConfigError.
+
+    Runs before a work directory is created or data is read, so a typo costs nothing;
+    `check_data_paths` (the data must exist) is separate, so config files validate without data.
+    """
     check_keys(config, get_default_config(), "config")
     positive = ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs")
     positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps")
     for key in positive:
         value = config[key]
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"config.{key} must be a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
     k = config.steps_per_call
     if not isinstance(k, int) or k < 0:
-        raise ValueError(f"config.steps_per_call must be an integer >= 0 (0: automatic), got {k!r}")
+        raise ConfigError(
+            f"config.steps_per_call must be an integer >= 0 (0: automatic), got {k!r}"
+        )
     if k > 1 and config.data.pipeline != "device":
-        raise ValueError(
+        raise ConfigError(
             f"config.steps_per_call={k} needs config.data.pipeline='device'; use 1 or 0 (automatic)"
         )
-    if config.model.batch_norm not in ("auto", *BN_IMPLS):
-        raise ValueError(
-            f"config.model.batch_norm={config.model.batch_norm!r}; "
-            f"choose one of {('auto', *BN_IMPLS)}"
-        )
-    if config.distributed.initialize not in ("auto", "never", "explicit"):
-        raise ValueError(
-            f"config.distributed.initialize={config.distributed.initialize!r}; "
-            "choose one of ('auto', 'never', 'explicit')"
-        )
+    for field, choices in choice_fields().items():
+        node = config
+        *parents, leaf = field.split(".")
+        for p in parents:
+            node = node[p]
+        check_choice(f"config.{field}", node[leaf], choices)
+
+
+def choice_fields() -> dict[str, tuple[str, ...]]:
+    """Config fields that name one of a fixed set of things, with that set."""
+    from fbl_jax import curriculum, losses, optim
+    from fbl_jax.data.bundle import PIPELINES, SOURCES
+    from fbl_jax.data.long_tail import PROFILES
+    from fbl_jax.data.samplers import SAMPLER_NAMES
+    from fbl_jax.models import MODEL_NAMES
+    from fbl_jax.models.heads import HEAD_NAMES
+
+    return {
+        "model.name": MODEL_NAMES,
+        "model.head": HEAD_NAMES,
+        "model.batch_norm": ("auto", *BN_IMPLS),
+        "loss.name": losses.LOSS_NAMES,
+        "loss.fbl_form": losses.FBL_FORMS,
+        "loss.curriculum": curriculum.SCHEDULES,
+        "optimizer.schedule": optim.SCHEDULES,
+        "data.source": SOURCES,
+        "data.pipeline": PIPELINES,
+        "data.profile": PROFILES,
+        "data.sampler": SAMPLER_NAMES,
+        "distributed.initialize": ("auto", "never", "explicit"),
+    }
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}{hint}")
+
+
+def check_data_paths(data: Any) -> None:
+    """The data root a source reads must be given and exist (before any work directory)."""
+    if data.source in ("image_folder", "split_list"):
+        root = data.get("root", None)
+        if not root:
+            raise ConfigError(
+                f"config.data.root is not set (data.source={data.source!r}): pass "
+                "--config.data.root=DIR, a folder with train/ and test/ of <class>/ image "
+                "folders (e.g. the lossless CIFAR copy), or see the config's docstring"
+            )
+        if not pathlib.Path(root).is_dir():
+            raise ConfigError(
+                f"config.data.root={root!r} is not a directory: pass --config.data.root=DIR "
+                "with the dataset's train/ and test/ folders"
+            )
 
 
 CPU_STEPS_PER_CALL = 4
@@ -157,7 +212,7 @@ def check_keys(config: Any, schema: Any, where: str) -> None:
         if key not in schema:
             close = difflib.get_close_matches(key, list(schema.keys()), n=3)
             hint = f"; did you mean {close}?" if close else f"; valid keys: {sorted(schema.keys())}"
-            raise ValueError(f"unknown config key {where}.{key}{hint}")
+            raise ConfigError(f"unknown config key {where}.{key}{hint}")
         if isinstance(schema[key], ml_collections.ConfigDict):
             check_keys(config[key], schema[key], f"{where}.{key}")
 

@@ -1,20 +1,20 @@
-"""fbl-train: train and evaluate one configuration in one work directory.
+r"""fbl-train: train and evaluate one configuration in one work directory.
 
     fbl-train --config=configs/cifar10_lt.py --workdir=runs/c10_fbl \
-        --config.data.root=/data/cifar10 --config.loss.name=ce
+        --config.data.root=/data/cifar10-lossless --config.loss.name=ce
 
-Restarting the same command resumes from the workdir's latest checkpoint.
+Restarting the same command resumes from the workdir's latest checkpoint; SIGTERM writes a
+checkpoint and exits 143. Bad input (an unknown config field, a missing data root) exits 2.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbl_jax import cpu_flags, distributed
+from fbl_jax import cli, cpu_flags, distributed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main, argv=sys.argv)
+    cli.run_absl("fbl-train", main, __doc__, ["config", "workdir"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""What every absl entry point shares: --help that helps, one-line errors, exit codes.
+
+A researcher's typo (`--config.loss.nmae=ce`, a missing data root) must end in one line naming
+the field and the fix, exit status 2, and no work directory left behind; not a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from absl import app, flags
+
+USAGE_EXIT_CODE = 2  # as argparse: the command line or the config is wrong
+FAILURE_EXIT_CODE = 1
+HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "-?")
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+class UserError(Exception):
+    """Bad input the user can fix: printed as one line, exit status 2."""
+
+
+def error_line(prog: str, message: str) -> str:
+    # ml_collections and KeyError messages carry quotes and escaped newlines; one clean line
+    text = " ".join(str(message).replace("\\n", "\n").split())
+    return f"{prog}: error: {text}"
+
+
+def fail(prog: str, message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
+    print(error_line(prog, message), file=sys.stderr)
+    sys.exit(code)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: the config, paths, a foreign checkpoint."""
+    from fbl_jax.checkpointing import CheckpointMismatchError
+    from fbl_jax.defaults import ConfigError
+
+    return (UserError, ConfigError, FileNotFoundError, FileExistsError, CheckpointMismatchError)
+
+
+def help_text(
+    prog: str, doc: str, flag_names: Sequence[str], config_flag: str | None = "config"
+) -> str:
+    lines = [doc.strip(), "", "Flags:"]
+    for name in flag_names:
+        flag = flags.FLAGS[name]
+        default = "" if flag.default in (None, "") else f" (default: {flag.default})"
+        lines.append(f"  --{name}: {flag.help}{default}")
+    if config_flag:
+        lines += [
+            "",
+            f"Override any config field with --{config_flag}.FIELD=VALUE, e.g. "
+            f"--{config_flag}.loss.name=ce --{config_flag}.data.root=/data/cifar10 "
+            f"--{config_flag}.optimizer.decay_epochs='(160,180)'. An unknown field is an error.",
+        ]
+        if CONFIGS_DIR.is_dir():
+            names = sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
+            lines.append(f"Configs ({CONFIGS_DIR}): " + ", ".join(names))
+    lines.append("All absl flags: --helpfull.")
+    return "\n".join(lines)
+
+
+def check_config_overrides(prog: str, argv: Sequence[str], flag: str, default_file: str | None):
+    """Name an unknown `--config.a.b=` field (with close matches) before absl parses anything."""
+    from fbl_jax.defaults import config_from_file
+
+    path = default_file
+    prefix = f"--{flag}="
+    for arg in argv[1:]:
+        if arg.startswith(prefix):
+            path = arg[len(prefix) :]
+    overrides = [a for a in argv[1:] if a.startswith(f"--{flag}.")]
+    if not overrides:
+        return
+    if path is None:
+        fail(prog, f"--{flag}=FILE is required before --{flag}.FIELD overrides")
+    config_arg = None
+    if not pathlib.Path(path).is_file() and ":" in path:  # absl's FILE.py:ARG form
+        path, config_arg = path.split(":", 1)
+    try:
+        config = config_from_file(path, config_arg)
+    except FileNotFoundError as err:
+        fail(prog, f"{err}; pass --{flag}=configs/NAME.py (see --help)")
+    for arg in overrides:
+        field = arg[len(f"--{flag}.") :].split("=", 1)[0]
+        node: Any = config
+        walked = []
+        for part in field.split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                where = ".".join(walked) or "the config"
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                fail(
+                    prog,
+                    f"unknown config field {field!r} in {arg!r}: {where} has no {part!r}{hint} "
+                    f"(fields of {where}: {', '.join(sorted(keys))})",
+                )
+            node = node[part]
+            walked.append(part)
+
+
+def run_absl(
+    prog: str,
+    main: Callable[[list[str]], Any],
+    doc: str,
+    flag_names: Sequence[str],
+    config_flag: str | None = "config",
+    default_config_file: str | None = None,
+) -> None:
+    """app.run with --help (exit 0), flag errors and user errors as one line (exit 2)."""
+    argv = list(sys.argv)
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(help_text(prog, doc, flag_names, config_flag))
+        sys.exit(0)
+    if config_flag:
+        check_config_overrides(prog, argv, config_flag, default_config_file)
+
+    def parse(args: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(args)
+        except flags.Error as err:
+            fail(prog, f"{err} (see {prog} --help)")
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            fail(prog, f"{err} (see {prog} --help)")
+
+    def guarded(args: list[str]) -> Any:
+        try:
+            return main(args)
+        except user_errors() as err:
+            fail(prog, str(err))
+        except FloatingPointError as err:  # NonFiniteError: the run stopped itself, with reason
+            fail(prog, str(err), FAILURE_EXIT_CODE)
+        except app.UsageError as err:
+            fail(prog, f"{err} (see {prog} --help)")
+
+    app.run(guarded, argv=argv, flags_parser=parse)
