@@ -85,9 +85,13 @@ def _checkpoint_steps(workdir: pathlib.Path) -> set[str]:
         return set()
 
 
-def reference_run(workdir: pathlib.Path, env: dict[str, str]) -> dict[str, Any]:
+def reference_run(
+    workdir: pathlib.Path, env: dict[str, str], overrides: dict[str, Any]
+) -> dict[str, Any]:
     t0 = time.time()
-    out = subprocess.run(command(workdir), env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        command(workdir, **overrides), env=env, capture_output=True, text=True, timeout=900
+    )
     if out.returncode != 0:
         raise RuntimeError(f"the reference run failed:\n{out.stderr[-3000:]}")
     checksum = CHECKSUM_RE.findall(out.stderr + out.stdout)
@@ -95,13 +99,20 @@ def reference_run(workdir: pathlib.Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def one_attempt(
-    workdir: pathlib.Path, env: dict[str, str], target: str, rng: random.Random, budget_s: float
+    workdir: pathlib.Path,
+    env: dict[str, str],
+    target: str,
+    rng: random.Random,
+    budget_s: float,
+    overrides: dict[str, Any],
 ) -> dict[str, Any]:
     """Start the command, kill -9 it at the target moment; returns what happened."""
     log_path = workdir.parent / f"{workdir.name}.attempt.log"
     before = _checkpoint_steps(workdir)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command(workdir), env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command(workdir, **overrides), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         t0 = time.time()
         deadline = t0 + (rng.uniform(0.3, 1.0) * budget_s if target == "random" else budget_s)
         killed_at = None
@@ -140,23 +151,32 @@ def one_attempt(
     }
 
 
-def campaign(root: pathlib.Path, kills: int, seed: int = 0, devices: int = 1) -> dict[str, Any]:
+def campaign(
+    root: pathlib.Path,
+    kills: int,
+    seed: int = 0,
+    devices: int = 1,
+    targets: tuple[str, ...] = TARGETS,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Run the reference, then attempts until `kills` kills have landed, then a last restart."""
     root.mkdir(parents=True, exist_ok=True)
     env = environment(devices)
-    ref = reference_run(root / "reference", env)
+    ref = reference_run(root / "reference", env, overrides)
     workdir = root / "killed"
     rng = random.Random(seed)
     attempts = []
     while sum(a["killed"] for a in attempts) < kills and len(attempts) < 4 * kills:
-        target = TARGETS[len(attempts) % len(TARGETS)]
-        attempt = one_attempt(workdir, env, target, rng, budget_s=ref["seconds"] * 1.5)
+        target = targets[len(attempts) % len(targets)]
+        attempt = one_attempt(workdir, env, target, rng, ref["seconds"] * 1.5, overrides)
         attempts.append(attempt)
         if attempt["finished"]:  # reached the end before the kill: start the run afresh
             final = final_record(workdir)
             attempt["final_equal"] = final == ref["final"]
             os.rename(workdir, root / f"finished_{len(attempts)}")
-    out = subprocess.run(command(workdir), env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        command(workdir, **overrides), env=env, capture_output=True, text=True, timeout=900
+    )
     checksum = CHECKSUM_RE.findall(out.stderr + out.stdout)
     final = final_record(workdir)
     crashed = [a for a in attempts if not a["killed"] and a["exit_code"] != 0]

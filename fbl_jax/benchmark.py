@@ -26,6 +26,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from fbl_jax import cpu_flags, defaults, losses, optim, train_steps
@@ -50,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default="device", help=f"feed/pipeline: one of {PIPELINES}")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--steps-per-call", type=int, default=1, help="train steps per call (scan)")
+    p.add_argument(
+        "--steps-per-call",
+        type=int,
+        default=0,
+        help="train steps per call (scan); 0 = what fbl-train chooses (config.steps_per_call=0)",
+    )
     p.add_argument("--half-precision", action="store_true", help="bfloat16 compute")
     p.add_argument(
         "--batch-norm", default="auto", help="auto|flax|fused_grad (config.model.batch_norm)"
@@ -88,7 +94,7 @@ def validate_args(args: argparse.Namespace) -> list[jax.Device]:
         ("--steps", args.steps, 1),
         ("--warmup", args.warmup, 0),
         ("--batch-size", args.batch_size, 1),
-        ("--steps-per-call", args.steps_per_call, 1),
+        ("--steps-per-call", args.steps_per_call, 0),
         ("--image-size", args.image_size, 8),
         ("--num-classes", args.num_classes, 1),
         ("--num-epochs", args.num_epochs, 1),
@@ -117,6 +123,17 @@ def validate_args(args: argparse.Namespace) -> list[jax.Device]:
     if args.steps_per_call > 1 and args.pipeline != "device" and args.what in ("train", "all"):
         raise ValueError("--steps-per-call > 1 scans the on-device pipeline: use --pipeline device")
     return local[:n]
+
+
+def resolve_steps_per_call(args: argparse.Namespace) -> int:
+    """0 means the trainer's own choice for this backend and feed (defaults.py)."""
+    if args.steps_per_call:
+        return args.steps_per_call
+    pipeline = "device" if args.pipeline in ("device", "both") else "tf"
+    config = ml_collections.ConfigDict({"steps_per_call": 0, "data": {"pipeline": pipeline}})
+    k = defaults.resolve_steps_per_call(config, jax.default_backend())
+    # one k for every measurement: the tf feed of --pipeline both is measured one step a call
+    return k if args.pipeline == "device" else 1
 
 
 def synthetic_class_counts(
@@ -331,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     args.eval_batch = args.eval_batch_size if args.eval_batch_size is not None else args.batch_size
     devices = validate_args(args)
+    args.steps_per_call = resolve_steps_per_call(args)
     with contextlib.ExitStack() as stack:
         results = _measure(args, devices, stack)
 

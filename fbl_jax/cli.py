@@ -44,19 +44,27 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def help_text(
-    prog: str, doc: str, flag_names: Sequence[str], config_flag: str | None = "config"
+    prog: str,
+    doc: str,
+    flag_names: Sequence[str],
+    config_flag: str | None = "config",
+    default_config_file: str | None = None,
+    example: str = "loss.name=ce --config.data.root=/data/cifar10-lossless",
 ) -> str:
     lines = [doc.strip(), "", "Flags:"]
     for name in flag_names:
         flag = flags.FLAGS[name]
-        default = "" if flag.default in (None, "") else f" (default: {flag.default})"
+        default = flag.default
+        if name == config_flag:  # the parsed default is a whole config: name its file
+            default = default_config_file
+        default = "" if default in (None, "") else f" (default: {default})"
         lines.append(f"  --{name}: {flag.help}{default}")
     if config_flag:
         lines += [
             "",
             f"Override any config field with --{config_flag}.FIELD=VALUE, e.g. "
-            f"--{config_flag}.loss.name=ce --{config_flag}.data.root=/data/cifar10 "
-            f"--{config_flag}.optimizer.decay_epochs='(160,180)'. An unknown field is an error.",
+            f"--{config_flag}.{example}. An unknown field is an error; tuples are written "
+            "like --config.optimizer.decay_epochs='(160,180)'.",
         ]
         if CONFIGS_DIR.is_dir():
             names = sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -109,17 +117,24 @@ def run_absl(
     prog: str,
     main: Callable[[list[str]], Any],
     doc: str,
-    flag_names: Sequence[str],
+    define_flags: Callable[[], Sequence[str]],
     config_flag: str | None = "config",
     default_config_file: str | None = None,
+    example: str = "loss.name=ce --config.data.root=/data/cifar10-lossless",
 ) -> None:
-    """app.run with --help (exit 0), flag errors and user errors as one line (exit 2)."""
+    """app.run with --help (exit 0), flag errors and user errors as one line (exit 2).
+
+    `define_flags` defines the program's flags and returns their names. It runs after the
+    config overrides are checked: ml_collections applies `--config.x=` while defining a config
+    flag that has a default file, and would raise there, outside any handler.
+    """
     argv = list(sys.argv)
-    if any(a in HELP_ARGS for a in argv[1:]):
-        print(help_text(prog, doc, flag_names, config_flag))
-        sys.exit(0)
     if config_flag:
         check_config_overrides(prog, argv, config_flag, default_config_file)
+    flag_names = define_flags()
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(help_text(prog, doc, flag_names, config_flag, default_config_file, example))
+        sys.exit(0)
 
     def parse(args: list[str]) -> list[str]:
         try:

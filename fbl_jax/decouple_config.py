@@ -13,6 +13,7 @@ from ml_collections.config_dict import placeholder
 
 from fbl_jax import defaults
 from fbl_jax.data import SAMPLER_NAMES
+from fbl_jax.defaults import ConfigError
 
 METHODS = ("tau_norm", "la_posthoc", "crt", "lws")
 TAU_METHODS = ("tau_norm", "la_posthoc")
@@ -58,26 +59,26 @@ def validate_config(config: Any) -> None:
     """Unknown keys (with close matches) and impossible values raise ValueError."""
     defaults.check_keys(config, default_config(), "config")
     if config.method not in METHODS:
-        raise ValueError(f"config.method={config.method!r}; choose one of {METHODS} (--method)")
+        raise ConfigError(f"config.method={config.method!r}; choose one of {METHODS} (--method)")
     if not config.from_run:
-        raise ValueError("config.from_run is empty: give the source run directory with --from")
+        raise ConfigError("config.from_run is empty: give the source run directory with --from")
     if config.checkpoint not in CHECKPOINTS:
-        raise ValueError(f"config.checkpoint={config.checkpoint!r}; choose one of {CHECKPOINTS}")
+        raise ConfigError(f"config.checkpoint={config.checkpoint!r}; choose one of {CHECKPOINTS}")
     if config.keep_checkpoints < 1:
-        raise ValueError(f"config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+        raise ConfigError(f"config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     if config.method in TAU_METHODS:
         taus = list(config[config.method].taus)
         if not taus or not all(np.isfinite(float(t)) for t in taus):
-            raise ValueError(
+            raise ConfigError(
                 f"config.{config.method}.taus={taus!r} must be a non-empty list of finite numbers"
             )
     else:
         m = config[config.method]
         if m.epochs < 1:
-            raise ValueError(f"config.{config.method}.epochs must be >= 1, got {m.epochs}")
+            raise ConfigError(f"config.{config.method}.epochs must be >= 1, got {m.epochs}")
         if m.batch_size is not None and m.batch_size < 1:
-            raise ValueError(f"config.{config.method}.batch_size must be >= 1, got {m.batch_size}")
+            raise ConfigError(f"config.{config.method}.batch_size must be >= 1, got {m.batch_size}")
         if m.sampler not in SAMPLER_NAMES:
-            raise ValueError(
+            raise ConfigError(
                 f"config.{config.method}.sampler={m.sampler!r}; choose one of {SAMPLER_NAMES}"
             )

@@ -22,6 +22,7 @@ from fbl_jax import evaluate, train, train_steps
 from fbl_jax.data import build_datasets
 from fbl_jax.decouple_config import CHECKPOINTS, TAU_METHODS
 from fbl_jax.decouple_steps import make_adjusted_eval_step
+from fbl_jax.defaults import ConfigError
 from fbl_jax.metric_writers import MetricWriter
 
 
@@ -43,7 +44,7 @@ class SourceRun:
 def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> SourceRun:
     """Read config.json, class_counts.json and the `best` or `last` checkpoint of a run."""
     if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint={checkpoint!r}; choose one of {CHECKPOINTS}")
+        raise ConfigError(f"checkpoint={checkpoint!r}; choose one of {CHECKPOINTS}")
     path = pathlib.Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(
@@ -96,10 +97,10 @@ class DecoupleContext:
         self.workdir = workdir
         self.src = src = load_source_run(config.from_run, config.checkpoint)
         if src.path.resolve() == workdir.resolve():
-            raise ValueError(f"--workdir {workdir} is the source run itself; use a new directory")
+            raise ConfigError(f"--workdir {workdir} is the source run itself; use a new directory")
         model_cfg = src.config["model"]
         if self.method == "tau_norm" and model_cfg["head"] != "linear":
-            raise ValueError(
+            raise ConfigError(
                 f"tau_norm rescales the rows of a linear classifier; the {model_cfg['head']!r} "
                 "head normalises them away. Use la_posthoc, crt or lws for this run"
             )

@@ -1,4 +1,4 @@
-"""fbl-decouple: re-balance a finished run's classifier without training its backbone.
+r"""fbl-decouple: re-balance a finished run's classifier without training its backbone.
 
     fbl-decouple --method tau_norm --from runs/c10_ce --workdir runs/c10_ce_taunorm
     fbl-decouple --method crt --from runs/c10_ce --workdir runs/c10_ce_crt \
@@ -12,24 +12,30 @@ from __future__ import annotations
 
 import logging as std_logging
 import pathlib
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fbl_jax import cpu_flags, distributed
+from fbl_jax import cli, cpu_flags, distributed
 from fbl_jax.decouple import METHODS
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "decouple.py"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "New directory for the decoupled run.")
-flags.DEFINE_enum("method", None, list(METHODS), "Overrides config.method.")
-flags.DEFINE_string("from", None, "The source fbl-train WORKDIR; overrides config.from_run.")
-config_flags.DEFINE_config_file(
-    "config", str(DEFAULT_CONFIG), "A decouple config file (configs/decouple.py).", lock_config=True
-)
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags() -> list[str]:
+    flags.DEFINE_string("workdir", None, "New directory for the decoupled run.")
+    flags.DEFINE_enum("method", None, list(METHODS), "Overrides config.method.")
+    flags.DEFINE_string("from", None, "The source fbl-train WORKDIR; overrides config.from_run.")
+    config_flags.DEFINE_config_file(
+        "config",
+        str(DEFAULT_CONFIG),
+        "A decouple config file (configs/decouple.py).",
+        lock_config=True,
+    )
+    flags.mark_flags_as_required(["workdir"])
+    return ["method", "from", "workdir", "config"]
 
 
 def main(argv: list[str]) -> None:
@@ -49,14 +55,18 @@ def main(argv: list[str]) -> None:
     distributed.maybe_initialize(config.distributed)
     from fbl_jax.decouple import run_decouple  # after jax.distributed joins hosts
 
-    try:
-        run_decouple(config, FLAGS.workdir)
-    except (FileNotFoundError, FileExistsError) as err:
-        sys.exit(f"fbl-decouple: {err}")  # a wrong path: the message, no traceback
+    run_decouple(config, FLAGS.workdir)  # bad input: one line, exit 2 (cli.run_absl)
 
 
 def run() -> None:
-    app.run(main, argv=sys.argv)
+    cli.run_absl(
+        "fbl-decouple",
+        main,
+        __doc__,
+        define_flags,
+        default_config_file=str(DEFAULT_CONFIG),
+        example="crt.epochs=5 --config.checkpoint=last",
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,13 @@ from ml_collections import config_flags
 from fbl_jax import cli, cpu_flags, distributed
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
-config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> list[str]:
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+    config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+    flags.mark_flags_as_required(["config", "workdir"])
+    return ["config", "workdir"]
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +40,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    cli.run_absl("fbl-train", main, __doc__, ["config", "workdir"])
+    cli.run_absl("fbl-train", main, __doc__, define_flags)
 
 
 if __name__ == "__main__":

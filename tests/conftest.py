@@ -11,11 +11,15 @@ from fbl_jax.cpu_flags import apply_fast_cpu_flags  # noqa: E402
 apply_fast_cpu_flags()  # as the entry points do; subprocesses inherit XLA_FLAGS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-# One XLA compilation cache for every test process and the runs they start: the tiny models
-# compile once per suite instead of once per process.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/fbl_jax_test_xla_cache")
-
 import pathlib  # noqa: E402
+
+# One XLA compilation cache for every test process and the runs they start: the tiny models
+# compile once per suite instead of once per process. It lives in pytest's (git-ignored) cache
+# folder of this checkout, not in a fixed /tmp path shared by every checkout on the machine.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla_compile_cache"),
+)
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,94 @@
+"""Entry points as a new user meets them: --help helps, a typo is one line and exit 2."""
+
+import subprocess
+import sys
+
+import pytest
+from train_helpers import DEMO, REPO, subprocess_env
+
+
+def _run(*args, module="fbl_jax.main"):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=subprocess_env(1),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def _assert_one_line_error(out, prog, *needles):
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, out.stderr
+    assert lines[0].startswith(f"{prog}: error: "), lines
+    for needle in needles:
+        assert needle in out.stderr, (needle, out.stderr)
+
+
+def test_train_help_lists_flags_overrides_and_configs():
+    out = _run("--help")
+    assert out.returncode == 0, out.stderr
+    for needle in ("--workdir", "--config", "--config.FIELD=VALUE", "cifar10_lt.py", "demo.py"):
+        assert needle in out.stdout, needle
+    assert "Try --helpfull" not in out.stdout
+
+
+def test_decouple_help_lists_its_flags():
+    out = _run("--help", module="fbl_jax.decouple_main")
+    assert out.returncode == 0, out.stderr
+    for needle in ("--method", "--from", "--workdir", "tau_norm", "--config.crt.epochs=5"):
+        assert needle in out.stdout, needle
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("--config.loss.nmae=ce", ("'loss.nmae'", "did you mean name")),
+        ("--config.loss.name=nonsense", ("config.loss.name='nonsense'", "fbl", "ldam_drw")),
+        ("--config.num_epochs=abc", ("num_epochs",)),
+        ("--config.model.name=resnet_32", ("config.model.name", "resnet32", "did you mean")),
+    ],
+)
+def test_train_config_mistakes_are_one_line_and_leave_no_workdir(tmp_path, override, needles):
+    workdir = tmp_path / "run"
+    out = _run(f"--config={DEMO}", f"--workdir={workdir}", override)
+    _assert_one_line_error(out, "fbl-train", *needles)
+    assert not workdir.exists()
+
+
+def test_train_missing_data_root_names_the_field(tmp_path):
+    workdir = tmp_path / "run"
+    out = _run(f"--config={REPO / 'configs' / 'cifar10_lt.py'}", f"--workdir={workdir}")
+    _assert_one_line_error(out, "fbl-train", "config.data.root", "--config.data.root=DIR")
+    assert not workdir.exists()
+    missing = tmp_path / "nowhere"
+    out = _run(
+        f"--config={REPO / 'configs' / 'cifar10_lt.py'}",
+        f"--workdir={workdir}",
+        f"--config.data.root={missing}",
+    )
+    _assert_one_line_error(out, "fbl-train", str(missing), "not a directory")
+    assert not workdir.exists()
+
+
+def test_decouple_mistakes_are_one_line(tmp_path):
+    out = _run(
+        f"--workdir={tmp_path / 'd'}", "--config.crt.epoch=3", module="fbl_jax.decouple_main"
+    )
+    _assert_one_line_error(out, "fbl-decouple", "'crt.epoch'", "did you mean epochs")
+    out = _run(
+        f"--workdir={tmp_path / 'd'}",
+        f"--from={tmp_path / 'missing'}",
+        "--method=tau_norm",
+        module="fbl_jax.decouple_main",
+    )
+    _assert_one_line_error(out, "fbl-decouple", "does not exist")
+    assert not (tmp_path / "d").exists()
+
+
+def test_bench_mistake_is_one_line():
+    out = _run("--model", "resnet33", module="fbl_jax.benchmark")
+    _assert_one_line_error(out, "fbl-bench", "--model", "resnet32")

@@ -1,0 +1,121 @@
+"""SIGTERM at checkpoint boundaries, a finished run rerun, and a short kill -9 campaign.
+
+The reference is one uninterrupted run; every interrupted-then-resumed run must end with the
+same final record (bit-exact resume makes the metrics equal, not just close).
+"""
+
+import importlib.util
+import json
+import logging
+import signal
+
+import pytest
+from train_helpers import REPO, read_records, tiny_config
+
+from fbl_jax import checkpointing
+from fbl_jax.timing import SpeedWindow
+from fbl_jax.train import PREEMPTED_EXIT_CODE, Preempted, train_and_evaluate
+
+STEPS_PER_EPOCH = 15  # the tiny demo: 494 images / batch 32
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    final = train_and_evaluate(tiny_config(), workdir)
+    return workdir, final
+
+
+def _sigterm_after_save(monkeypatch, at_step, best):
+    """SIGTERM the process right after the checkpoint of `at_step` (best/ or latest) is saved."""
+    original = checkpointing.Checkpoints.save
+
+    def save(self, state, meta, best_=False, **kw):
+        best_flag = kw.pop("best", best_)
+        original(self, state, meta, best=best_flag)
+        if int(meta["step"]) == at_step and best_flag == best:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
+
+
+@pytest.mark.parametrize("best", [False, True], ids=["after_epoch_checkpoint", "after_best"])
+def test_sigterm_at_a_checkpoint_boundary_resumes_to_the_same_final(
+    tmp_path, monkeypatch, caplog, reference, best
+):
+    ref_dir, ref_final = reference
+    workdir = tmp_path / "run"
+    _sigterm_after_save(monkeypatch, STEPS_PER_EPOCH, best)
+    with caplog.at_level(logging.INFO, logger="fbl_jax"):
+        with pytest.raises(Preempted) as stopped:
+            train_and_evaluate(tiny_config(), workdir)
+    assert stopped.value.code == PREEMPTED_EXIT_CODE == 143
+    assert f"checkpoint written at step {STEPS_PER_EPOCH}" in caplog.text
+    assert (workdir / "checkpoints" / str(STEPS_PER_EPOCH)).is_dir()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+    monkeypatch.undo()
+    final = train_and_evaluate(tiny_config(), workdir)
+    assert final == ref_final
+    finals = [r for r in read_records(workdir) if r["type"] == "final"]
+    assert finals == [ref_final]
+    # the same eval history as the uninterrupted run, each eval once
+    evals = [
+        (r["step"], r["split"], r["top1"]) for r in read_records(workdir) if r["type"] == "eval"
+    ]
+    ref_evals = [
+        (r["step"], r["split"], r["top1"]) for r in read_records(ref_dir) if r["type"] == "eval"
+    ]
+    assert evals == ref_evals
+
+
+def test_rerun_of_a_finished_run_does_nothing(tmp_path, caplog, reference):
+    ref_dir, ref_final = reference
+    before = (ref_dir / "metrics.jsonl").read_text()
+    events = sorted(p.name for p in (ref_dir / "tensorboard").iterdir())
+    with caplog.at_level(logging.INFO, logger="fbl_jax"):
+        final = train_and_evaluate(tiny_config(), ref_dir)
+    assert final == ref_final
+    assert f"already finished at step {2 * STEPS_PER_EPOCH}" in caplog.text
+    assert "resumed from step" not in caplog.text
+    assert (ref_dir / "metrics.jsonl").read_text() == before
+    assert sorted(p.name for p in (ref_dir / "tensorboard").iterdir()) == events
+
+
+def test_train_records_once_per_log_interval_with_compile_apart(reference):
+    ref_dir, _ = reference
+    config = tiny_config()
+    train = [r for r in read_records(ref_dir) if r["type"] == "train"]
+    total = config.num_epochs * STEPS_PER_EPOCH
+    expected = list(range(config.log_every_steps, total + 1, config.log_every_steps))
+    assert [r["step"] for r in train] == expected
+    timing = json.loads((ref_dir / "timing.json").read_text())["total"]
+    assert timing["compile"] > 0 and timing["train"] > 0 and timing["eval"] > 0
+
+
+def test_speed_window_counts_only_its_own_steps(monkeypatch):
+    clock = iter([100.0, 102.0, 102.0, 102.0, 103.0])
+    monkeypatch.setattr("fbl_jax.timing.time.perf_counter", lambda: next(clock))
+    window = SpeedWindow(step=10)  # t = 100
+    assert window.rate(14, batch_size=64) == pytest.approx(4 * 64 / 2.0)  # t = 102
+    window.restart(14)  # t = 102: e.g. after a compile or an eval
+    assert window.rate(14, 64) is None  # no steps in the window (t = 102)
+    assert window.rate(16, 64) == pytest.approx(2 * 64 / 1.0)  # t = 103
+
+
+def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
+    """The short version of benchmarks/kill_campaign.py: kills inside orbax's temporary
+    folders of the epoch and best/ checkpoints and right after a checkpoint lands."""
+    spec = importlib.util.spec_from_file_location(
+        "kill_campaign", REPO / "benchmarks" / "kill_campaign.py"
+    )
+    kc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kc)
+    result = kc.campaign(
+        tmp_path,
+        kills=3,
+        targets=("latest_tmp", "best_tmp", "after_checkpoint"),
+        num_epochs=3,
+    )
+    assert kc.passed(result), json.dumps(result, indent=1)
+    assert result["kills"] == 3
+    assert result["final_equal"] and result["checksum_equal"]
