@@ -1,6 +1,6 @@
 """Kill -9 campaign: a short fbl-train run killed again and again, each time restarted.
 
-    python benchmarks/kill_campaign.py --kills 24 --out results/kill_campaign.json
+    python benchmarks/kill_campaign.py --kills 20 --out results/kill_campaign.json
 
 Kills land at random moments and, on purpose, while orbax writes the epoch checkpoint or the
 best/ checkpoint (its temporary folder exists) and while a checkpoint is being finalised. Every
@@ -213,7 +213,7 @@ def passed(result: dict[str, Any]) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kills", type=int, default=24)
+    p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", default="runs/kill_campaign", help="scratch folder (emptied first)")
     p.add_argument("--out", default=None, help="write the result JSON here")
