@@ -95,6 +95,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.pipeline = "device"  # "device" (in accelerator memory, no TF) | "tf"
     c.data.sampler = "instance"
     c.data.sampler_k = 4
+    c.data.second_sampler = ""  # BBN's re-balancing stream ("reversed"); "" = one stream
     c.data.mean = (0.4914, 0.4822, 0.4465)
     c.data.std = (0.2023, 0.1994, 0.2010)
     c.data.pad = 4
@@ -145,6 +146,11 @@ def validate_config(config: Any) -> None:
         for p in parents:
             node = node[p]
         check_choice(f"config.{field}", node[leaf], choices)
+    from fbl_jax import bbn
+
+    problem = bbn.check_config(config)
+    if problem:
+        raise ConfigError(problem)
 
 
 def choice_fields() -> dict[str, tuple[str, ...]]:
@@ -168,6 +174,7 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
         "data.pipeline": PIPELINES,
         "data.profile": PROFILES,
         "data.sampler": SAMPLER_NAMES,
+        "data.second_sampler": ("", *SAMPLER_NAMES),
         "distributed.initialize": ("auto", "never", "explicit"),
     }
 

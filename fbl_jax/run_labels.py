@@ -146,8 +146,14 @@ def decouple_label(decouple: dict[str, Any]) -> str:
 
 
 def method_name(config: dict[str, Any]) -> str:
-    """The method as tables and legends show it, e.g. 'FBL (paper form)', 'CE + τ-norm (τ=0.8)'."""
+    """The method as tables and legends show it, e.g. 'FBL (paper form)', 'CE + τ-norm (τ=0.8)'.
+
+    A BBN model (model.name 'bbn_*') is 'BBN' with its cross-entropy, 'BBN (Focal (γ=2.0))' with
+    another loss.
+    """
     name = loss_label(config.get("loss") or {})
+    if str((config.get("model") or {}).get("name", "")).startswith("bbn_"):
+        name = "BBN" if name == "CE" else f"BBN ({name})"
     decouple = config.get("decouple") or {}
     if decouple.get("method"):
         name += f" + {decouple_label(decouple)}"

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fbl_jax import checkpointing, defaults, evaluate, losses, optim, train_steps
+from fbl_jax import bbn, checkpointing, defaults, evaluate, losses, optim, train_steps
 from fbl_jax.data import build_datasets
 from fbl_jax.metric_writers import MetricWriter, check_finite
 from fbl_jax.models import get_model
@@ -295,7 +295,9 @@ class _Runner:
                 return pipeline.batch(data, step, jax.lax.axis_index(train_steps.AXIS))
 
             self.device_data = flax.jax_utils.replicate(pipeline.device_data())
-        step_fn = train_steps.make_train_step(model, loss_fn, tx, lr_schedule, spe, make_batch)
+        step_fn = train_steps.make_train_step(
+            model, loss_fn, tx, lr_schedule, spe, make_batch, bbn_alpha=bbn.alpha_fn_for(config)
+        )
         self.p_step = train_steps.pmap_train(step_fn)
         self.p_multi = (
             train_steps.pmap_train(train_steps.make_multi_step(step_fn, self.k))

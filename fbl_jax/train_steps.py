@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fbl_jax import evaluate
+from fbl_jax import bbn, evaluate
 
 AXIS = "batch"  # pmap axis; spans every device of every host
 
@@ -64,11 +64,14 @@ def make_train_step(
     lr_schedule: optax.Schedule,
     steps_per_epoch: int,
     make_batch: Callable | None = None,
+    bbn_alpha: Callable | None = None,
 ) -> Callable:
     """One SGD step: (state, batch_or_device_data) → (state, metrics); to be pmapped on AXIS.
 
     With `make_batch` (the on-device pipeline) the second argument is the device-resident data
     and the batch for `state.step` is built inside the step, so no image crosses the host.
+    With `bbn_alpha` (epoch → α, `fbl_jax.bbn`) the batch's `image_rb` and α go to the model and
+    the loss and train accuracy are BBN's α/(1 − α) mix over `label` and `label_rb`.
     """
 
     def step_fn(state: TrainState, data: Any) -> tuple[TrainState, dict[str, jnp.ndarray]]:
@@ -76,14 +79,23 @@ def make_train_step(
         batch = make_batch(data, step) if make_batch is not None else data
         epoch = step.astype(jnp.float32) / steps_per_epoch
 
+        mix = None if bbn_alpha is None else bbn_alpha(epoch)
+        extra = {} if mix is None else {"images_rb": batch["image_rb"], "mix": mix}
+
         def compute_loss(params):
             (logits, out), updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 batch["image"],
                 train=True,
                 mutable=["batch_stats"],
+                **extra,
             )
             features = out["features"]
+            if mix is not None:
+                loss, aux = bbn.mixed_loss(
+                    loss_fn, logits, features, batch["label"], batch["label_rb"], epoch, mix
+                )
+                return loss, (aux, logits, updates["batch_stats"])
             loss, aux = loss_fn(logits, features, batch["label"], epoch)
             if "mix_lam" in batch:
                 loss_b, _ = loss_fn(logits, features, batch["label_b"], epoch)
@@ -97,6 +109,8 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+        if mix is not None:
+            correct = bbn.mixed_accuracy(logits, batch["label"], batch["label_rb"], mix)
         metrics = {
             "loss": jax.lax.pmean(loss, AXIS),
             "train_top1": jax.lax.pmean(correct, AXIS),

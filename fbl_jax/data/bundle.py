@@ -351,6 +351,24 @@ def build_datasets(
         power=float(_get(cfg, "sampler_power", 0.5)),
         num_epochs=num_epochs or cfg.get("num_epochs", None),
     )
+    # BBN's re-balancing branch: a second stream of the same length as the main sampler's epoch
+    second_name = _get(cfg, "second_sampler", "") or ""
+    second_sampler = None
+    if second_name:
+        if pipeline != "device":
+            raise ValueError(
+                f"data.second_sampler={second_name!r} needs data.pipeline='device' (the tf "
+                "pipeline has one stream)"
+            )
+        second_sampler = make_sampler(
+            second_name,
+            train.labels,
+            class_counts,
+            num_samples=sampler.num_samples,
+            k=int(_get(cfg, "sampler_k", 4)),
+            power=float(_get(cfg, "sampler_power", 0.5)),
+            num_epochs=num_epochs or cfg.get("num_epochs", None),
+        )
     pad = int(_get(cfg, "pad", 4))
     mixup_alpha = float(_get(cfg, "mixup_alpha", 0.0))
     factories: dict[str, Callable[[], Iterator[dict[str, np.ndarray]]]] = {}
@@ -375,6 +393,7 @@ def build_datasets(
             flip=bool(_get(cfg, "flip", True)),
             seed=seed,
             mixup_alpha=mixup_alpha,
+            second_sampler=second_sampler,
         )
         for name, split in evals.items():
             factories[name] = lambda s=split: eval_batches(

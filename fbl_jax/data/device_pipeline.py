@@ -9,6 +9,11 @@ and a resumed run replays the exact data. No TensorFlow, no host-side input pipe
 Augmentation (the standard CIFAR recipe): pad the uint8 image with ``pad`` zero pixels, random
 ``crop x crop`` crop (offsets uniform in ``[0, H + 2 pad - crop]``), horizontal flip with p = 0.5,
 then ``(x / 255 - mean) / std`` with ``mean``/``std`` given on the 0-1 scale.
+
+A ``second_sampler`` (BBN's re-balancing branch) adds a second stream to every batch:
+``image_rb``/``label_rb``, drawn from its own epoch list (key ``fold_in(key(seed),
+_SECOND_STREAM)`` folded with the epoch) and augmented like the main stream with its own keys,
+so it too is a pure function of (seed, step, device index).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from fbl_jax.data.samplers import Sampler
 # fold_in(key(seed), _AUG_STREAM) seeds augmentation; epochs (the sampler's fold_in data)
 # never reach this value, so the two streams do not collide.
 _AUG_STREAM = 2**31 - 1
+# fold_in(key(seed), _SECOND_STREAM) is the base key of the second sampler's stream.
+_SECOND_STREAM = 2**31 - 2
 
 
 def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +89,8 @@ class DevicePipeline:
       num_devices: total devices over all hosts (default ``jax.device_count()``).
       pad, crop_size, flip: augmentation (crop_size defaults to H).
       seed: the data seed; mixup_alpha > 0 adds batch mixup (lam ~ Beta(alpha, alpha)).
+      second_sampler: a sampler of a second stream (``image_rb``, ``label_rb``; BBN), with at
+        least as many samples per epoch as ``sampler``; not combined with mixup.
     """
 
     def __init__(
@@ -99,6 +108,7 @@ class DevicePipeline:
         flip: bool = True,
         seed: int = 0,
         mixup_alpha: float = 0.0,
+        second_sampler: Sampler | None = None,
     ):
         images = np.asarray(images)
         labels = np.asarray(labels)
@@ -135,6 +145,19 @@ class DevicePipeline:
             )
         if mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0 (0 disables mixup), got {mixup_alpha}")
+        if second_sampler is not None:
+            if mixup_alpha > 0:
+                raise ValueError("a second sampler stream (BBN) does not combine with mixup")
+            if second_sampler.num_examples != images.shape[0]:
+                raise ValueError(
+                    f"the second sampler was built for {second_sampler.num_examples} examples, "
+                    f"the images have {images.shape[0]}"
+                )
+            if second_sampler.num_samples < sampler.num_samples:
+                raise ValueError(
+                    f"the second sampler's epoch has {second_sampler.num_samples} samples, fewer "
+                    f"than the main sampler's {sampler.num_samples}"
+                )
         self.images = images
         self.labels = labels.astype(np.int32)
         self.sampler = sampler
@@ -145,6 +168,7 @@ class DevicePipeline:
         self.flip = bool(flip)
         self.seed = int(seed)
         self.mixup_alpha = float(mixup_alpha)
+        self.second_sampler = second_sampler
         self.steps_per_epoch = sampler.num_samples // self.global_batch_size
         self.image_shape = (self.crop_size, self.crop_size, 3)
 
@@ -166,17 +190,23 @@ class DevicePipeline:
         return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
 
     def batch(
-        self, data: dict[str, jax.Array], step: jax.Array | int, device_index: jax.Array | int
+        self,
+        data: dict[str, jax.Array],
+        step: jax.Array | int,
+        device_index: jax.Array | int,
+        seed: jax.Array | int | None = None,
     ) -> dict[str, jax.Array]:
         """This device's part of the step's global batch (traceable under jit/pmap).
 
         Returns ``image`` float32 (per_device, crop, crop, 3), ``label`` int32 (per_device,),
-        and with mixup also ``label_b`` (the partner's label) and ``mix_lam`` (scalar).
-        ``device_index`` is the GLOBAL device index (process offset + local index).
+        and with mixup also ``label_b`` (the partner's label) and ``mix_lam`` (scalar); with a
+        second sampler also ``image_rb`` and ``label_rb`` (the same shapes as the main stream).
+        ``device_index`` is the GLOBAL device index (process offset + local index). ``seed``
+        (traceable; default the pipeline's) lets a sweep give each run its own data stream.
         """
         step = jnp.asarray(step, jnp.int32)
         device_index = jnp.asarray(device_index, jnp.int32)
-        base = jax.random.key(self.seed)
+        base = jax.random.key(self.seed if seed is None else seed)
         epoch = step // self.steps_per_epoch
         epoch_indices = self.sampler.indices(jax.random.fold_in(base, epoch), epoch)
         gb, pd = self.global_batch_size, self.per_device_batch
@@ -192,6 +222,18 @@ class DevicePipeline:
         keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
         images = jax.vmap(self._augment)(data["images"][idx], keys)
         labels = data["labels"][idx].astype(jnp.int32)
+        if self.second_sampler is not None:
+            base_rb = jax.random.fold_in(base, _SECOND_STREAM)
+            rb_indices = self.second_sampler.indices(jax.random.fold_in(base_rb, epoch), epoch)
+            idx_rb = rb_indices[batch_start + positions]
+            rb_key = jax.random.fold_in(jax.random.fold_in(base_rb, _AUG_STREAM), step)
+            keys_rb = jax.vmap(lambda p: jax.random.fold_in(rb_key, p))(positions)
+            return {
+                "image": images,
+                "label": labels,
+                "image_rb": jax.vmap(self._augment)(data["images"][idx_rb], keys_rb),
+                "label_rb": data["labels"][idx_rb].astype(jnp.int32),
+            }
         if not mix:
             return {"image": images, "label": labels}
         lam_key = jax.random.fold_in(step_key, gb)  # positions are < gb: a separate stream

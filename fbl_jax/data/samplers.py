@@ -7,8 +7,10 @@ epoch on the host. Same key -> same list, which makes the data position a functi
 Names: ``instance`` (a permutation of all examples), ``class_balanced`` (class uniform, then an
 example uniform within it), ``sqrt`` (class probability proportional to n_c ** power),
 ``class_aware`` (Decoupling's ClassAwareSampler: k examples per visited class, classes and the
-examples of each class cycled in shuffled order) and ``progressive`` (Decoupling's
-progressively-balanced sampling, instance -> class-balanced over ``num_epochs``).
+examples of each class cycled in shuffled order), ``progressive`` (Decoupling's
+progressively-balanced sampling, instance -> class-balanced over ``num_epochs``) and ``reversed``
+(BBN's reversed sampler: class probability p_i = (1/n_i) / sum_j (1/n_j), then an example uniform
+within the class, with replacement).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLER_NAMES = ("instance", "class_balanced", "sqrt", "class_aware", "progressive")
+SAMPLER_NAMES = ("instance", "class_balanced", "sqrt", "class_aware", "progressive", "reversed")
 
 
 class Sampler:
@@ -68,7 +70,8 @@ class InstanceSampler(Sampler):
 
 
 class ClassProbSampler(Sampler):
-    """Fixed class probabilities (class-balanced: power 0; square-root: power 0.5)."""
+    """Fixed class probabilities p_c ∝ n_c ** power (class-balanced: power 0; square-root: 0.5;
+    BBN's reversed sampler: -1)."""
 
     def __init__(self, labels, class_counts, num_samples, power: float, name: str):
         super().__init__(labels, class_counts, num_samples)
@@ -197,6 +200,8 @@ def make_sampler(
         return ClassProbSampler(labels, counts, num_samples, power=0.0, name=name)
     if name == "sqrt":
         return ClassProbSampler(labels, counts, num_samples, power=power, name=name)
+    if name == "reversed":
+        return ClassProbSampler(labels, counts, num_samples, power=-1.0, name=name)
     if name == "class_aware":
         if int(k) < 1:
             raise ValueError(f"class_aware needs k >= 1 examples per class visit, got k={k}")

@@ -1,4 +1,5 @@
-"""Model zoo: CIFAR ResNets (LDAM code) and torchvision-compatible ImageNet ResNets.
+"""Model zoo: CIFAR ResNets (LDAM code), BBN's bilateral-branch CIFAR ResNets and
+torchvision-compatible ImageNet ResNets.
 
 ``get_model(name, num_classes, head=..., dtype=...)`` returns a flax linen module whose
 ``apply(variables, images, train=..., mutable=["batch_stats"] when training)`` gives
@@ -13,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fbl_jax.models.bbn import BBN_DEPTHS, BBNCifarResNet
 from fbl_jax.models.cifar_resnet import CIFAR_DEPTHS, CifarResNet, option_a_shortcut
 from fbl_jax.models.heads import HEAD_NAMES, CosineHead, LinearHead
 from fbl_jax.models.pretrained import (
@@ -23,10 +25,11 @@ from fbl_jax.models.pretrained import (
 )
 from fbl_jax.models.resnet import IMAGENET_DEPTHS, ResNet, stage_of
 
-MODEL_NAMES: tuple[str, ...] = tuple(CIFAR_DEPTHS) + tuple(IMAGENET_DEPTHS)
+MODEL_NAMES: tuple[str, ...] = tuple(CIFAR_DEPTHS) + tuple(BBN_DEPTHS) + tuple(IMAGENET_DEPTHS)
 _ALLOWED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 __all__ = [
+    "BBNCifarResNet",
     "HEAD_NAMES",
     "MODEL_NAMES",
     "CifarResNet",
@@ -66,6 +69,8 @@ def get_model(
         raise ValueError(f"dtype {dtype!r} is not supported; use one of float32, bfloat16, float16")
     if name in CIFAR_DEPTHS:
         cls, fixed = CifarResNet, {"num_blocks": CIFAR_DEPTHS[name]}
+    elif name in BBN_DEPTHS:
+        cls, fixed = BBNCifarResNet, {"num_blocks": BBN_DEPTHS[name]}
     else:
         block, layers = IMAGENET_DEPTHS[name]
         cls, fixed = ResNet, {"block": block, "layers": layers}
