@@ -174,6 +174,7 @@ def test_get_model_rejects_bad_names_and_kwargs():
         get_model("resnet32", 0)
     assert set(MODEL_NAMES) == {
         "resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+        "bbn_resnet8", "bbn_resnet20", "bbn_resnet32",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     }  # fmt: skip
 
