@@ -43,6 +43,7 @@ setup(
             "fbl-report=fbl_jax.report:run",
             "fbl-decouple=fbl_jax.decouple_main:run",
             "fbl-bench=fbl_jax.benchmark:run",
+            "fbl-sweep=fbl_jax.sweep_main:run",
         ]
     },
 )

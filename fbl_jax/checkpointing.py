@@ -96,12 +96,17 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
 
-    def restore_latest(self, template: Any, identity: dict[str, Any]) -> tuple[Any, dict] | None:
+    def restore_latest(
+        self, template: Any, identity: dict[str, Any], at_most: int | None = None
+    ) -> tuple[Any, dict] | None:
         """Restore the newest readable checkpoint into `template`'s structure, or None if none.
 
         Unreadable checkpoints are reported and moved to `WORKDIR/corrupt_checkpoints/`.
+        `at_most`: ignore later steps (a sweep resumes all its runs at one step).
         """
         steps = sorted(self._latest.all_steps(), reverse=True)
+        if at_most is not None:
+            steps = [s for s in steps if s <= at_most]
         for step in steps:
             try:
                 restored = self._latest.restore(

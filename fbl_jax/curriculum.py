@@ -77,3 +77,22 @@ def alpha(name: str, epoch, num_epochs: float, offset: float = 10.0) -> jnp.ndar
     if name == "linear_decrease":
         return 1.0 - r
     return jnp.ones_like(r)  # constant
+
+
+def alpha_by_index(index, epoch, num_epochs: float, offset) -> jnp.ndarray:
+    """α(t) of schedule SCHEDULES[index], with `index` and `offset` traced (one run each in a
+    sweep, so every curriculum of the paper's Table 4 shares one compiled program)."""
+    t = jnp.asarray(epoch, dtype=jnp.float32)
+    total = float(num_epochs)
+    r = jnp.clip(t / total, 0.0, 1.0)
+    values = {
+        "parabolic": r**2,
+        "linear": r,
+        "sine": jnp.sin(0.5 * jnp.pi * r),
+        "cosine": 1.0 - jnp.cos(0.5 * jnp.pi * r),
+        "linear_decrease": 1.0 - r,
+        "constant": jnp.ones_like(r),
+        "authors_code": (t / (total - jnp.asarray(offset, jnp.float32))) ** 2,
+    }
+    stacked = jnp.stack([values[name] for name in SCHEDULES])
+    return stacked[jnp.asarray(index, jnp.int32)]

@@ -86,6 +86,11 @@ def _read_records(path: pathlib.Path) -> tuple[dict[str, list[dict[str, Any]]], 
                 problems.append(f"metrics.jsonl line {i} is not valid JSON (truncated?); skipped")
                 continue
             kind = rec.get("type") if isinstance(rec, dict) else None
+            if kind == "failed":  # fbl-sweep stopped this run (its loss went non-finite)
+                problems.append(
+                    f"the run was stopped at step {rec.get('step')}: {rec.get('reason')}"
+                )
+                continue
             if kind not in records:
                 problems.append(f"metrics.jsonl line {i} has unknown type {kind!r}; skipped")
                 continue

@@ -35,8 +35,8 @@ class WallClock:
 
     PHASES = ("compile", "train", "eval", "checkpoint")
 
-    def __init__(self, workdir: pathlib.Path | None) -> None:
-        self.path = workdir / "timing.json" if workdir is not None else None
+    def __init__(self, workdir: pathlib.Path | None, filename: str = "timing.json") -> None:
+        self.path = workdir / filename if workdir is not None else None
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
         self.previous = {}
         if self.path is not None and self.path.exists():

@@ -1,0 +1,56 @@
+r"""fbl-sweep: train the cartesian product of --set values, as few compiled programs as possible.
+
+    fbl-sweep --config=configs/cifar10_lt.py --workdir=runs/c10_table4 \
+        --config.data.root=/data/cifar10-lossless \
+        --set seed=0,1,2 --set loss.curriculum=parabolic,linear,sine,cosine,linear_decrease
+
+Each combination becomes an ordinary run directory WORKDIR/<key=value,...>/ (what fbl-train
+writes, so fbl-report and fbl-decouple read it). Runs that differ only in the seed, numeric loss
+settings, the α(t) schedule or the loss kind (fbl, fbl_drw, ce, cb, focal, la,
+balanced_softmax; ldam and ldam_drw with a cosine head) train together in one program; other
+differences start another program, and the log says how many and why. The same command resumes
+a killed sweep.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fbl_jax import cli, cpu_flags, distributed
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> list[str]:
+    flags.DEFINE_string("workdir", None, "Directory of the sweep: one run directory per setting.")
+    config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+    flags.DEFINE_multi_string(
+        "set", [], "KEY=V1,V2,...: a config field and its values (repeat for a product)."
+    )
+    flags.mark_flags_as_required(["config", "workdir"])
+    return ["config", "workdir", "set"]
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
+    cpu_flags.apply_fast_cpu_flags()
+    distributed.maybe_initialize(FLAGS.config.distributed)
+    from fbl_jax.sweep import train_sweep  # after jax.distributed joins hosts
+    from fbl_jax.sweep_spec import parse_set
+
+    sets = [parse_set(text) for text in FLAGS.set]
+    train_sweep(FLAGS.config, sets, FLAGS.workdir)
+
+
+def run() -> None:
+    cli.run_absl("fbl-sweep", main, __doc__, define_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,364 @@
+"""fbl-sweep: the --set product and its programs, the one-formula loss, and that a sweep's runs
+are the single runs: same steps (on 4 devices vs 1), same data, exact resume, a diverged run
+stopped alone."""
+
+import json
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from train_helpers import tiny_config
+
+from fbl_jax import checkpointing, losses, optim, sweep_loss, sweep_spec, train_steps
+from fbl_jax.data import build_datasets
+from fbl_jax.data.device_pipeline import DevicePipeline
+from fbl_jax.defaults import ConfigError
+from fbl_jax.run_dir import load_run
+from fbl_jax.sweep import make_sweep_step, train_sweep
+from fbl_jax.train import build_model
+
+# ----------------------------------------------------------------------------- the product
+
+
+def test_parse_set_values():
+    assert sweep_spec.parse_set("seed=0,1,2") == ("seed", [0, 1, 2])
+    assert sweep_spec.parse_set("loss.name=ce,fbl") == ("loss.name", ["ce", "fbl"])
+    assert sweep_spec.parse_set("config.loss.fbl_scale=15,30.5") == ("loss.fbl_scale", [15, 30.5])
+    key, values = sweep_spec.parse_set("optimizer.decay_epochs=(160,180),(120,160)")
+    assert key == "optimizer.decay_epochs" and values == [(160, 180), (120, 160)]
+    for bad in ("seed", "seed=", "=1,2", "seed=1,,2"):
+        with pytest.raises(ConfigError, match="KEY=V1,V2|give a key"):
+            sweep_spec.parse_set(bad)
+
+
+def test_expand_is_the_cartesian_product_with_named_runs():
+    runs = sweep_spec.expand(tiny_config(), [("seed", [0, 1]), ("loss.name", ["ce", "fbl", "la"])])
+    assert [r.name for r in runs] == [
+        f"seed={s},loss.name={n}" for s in (0, 1) for n in ("ce", "fbl", "la")
+    ]
+    assert [(r.config.seed, r.config.loss.name) for r in runs] == [
+        (s, n) for s in (0, 1) for n in ("ce", "fbl", "la")
+    ]
+    assert isinstance(runs[0].config.loss.fbl_scale, float)
+
+
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        ([("loss.nmae", ["ce"])], "did you mean name"),
+        ([("loss.name", ["nonsense"])], "config.loss.name='nonsense'"),
+        ([("seed", [0]), ("seed", [1])], "more than once"),
+        ([("num_epochs", [0])], "positive integer"),
+    ],
+)
+def test_expand_rejects_bad_sets(sets, match):
+    with pytest.raises(ConfigError, match=match):
+        sweep_spec.expand(tiny_config(), sets)
+
+
+def test_programs_split_only_where_runs_cannot_share_one():
+    runs = sweep_spec.expand(
+        tiny_config(),
+        [
+            ("seed", [0, 1]),
+            ("loss.name", ["ce", "fbl", "focal", "balanced_softmax"]),
+            ("loss.curriculum", ["parabolic", "sine"]),
+        ],
+    )
+    assert len(sweep_spec.group_programs(runs)) == 1
+    runs = sweep_spec.expand(
+        tiny_config(), [("seed", [0, 1]), ("model.name", ["resnet8", "resnet20"])]
+    )
+    programs = sweep_spec.group_programs(runs)
+    assert [len(p.runs) for p in programs] == [2, 2]
+    assert sweep_spec.differences(programs) == ["model.name"]
+
+
+# ----------------------------------------------------------------------------- the loss
+
+COUNTS = np.array([50, 20, 8, 3], np.float64)
+T = 20
+
+
+def _loss_config(**kw):
+    c = ml_collections.ConfigDict(dict(losses.LOSS_DEFAULTS))
+    c.name = "ce"
+    c.update(kw)
+    return c
+
+
+LOSS_CASES = [
+    {"name": "ce"},
+    {"name": "fbl", "fbl_form": "paper", "curriculum": "parabolic"},
+    {"name": "fbl", "fbl_form": "authors_code", "fbl_scale": 60.0, "curriculum": "authors_code",
+     "curriculum_offset": 4.0, "alpha_per_epoch": True},
+    {"name": "fbl", "curriculum": "sine"},
+    {"name": "fbl", "curriculum": "cosine"},
+    {"name": "fbl", "curriculum": "linear_decrease"},
+    {"name": "fbl", "curriculum": "linear", "fbl_scale": 2.0},
+    {"name": "fbl_drw", "fbl_form": "authors_code", "fbl_scale": 30.0, "drw_start_epoch": 10.0},
+    {"name": "cb", "cb_beta": 0.99},
+    {"name": "focal", "focal_gamma": 2.0},
+    {"name": "la", "la_tau": 1.5},
+    {"name": "balanced_softmax"},
+    {"name": "ldam", "ldam_max_m": 0.4, "ldam_s": 20.0},
+    {"name": "ldam_drw", "drw_start_epoch": 10.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("epoch", [0.0, 7.3, 12.0])
+def test_sweep_loss_is_each_single_run_loss(case, epoch):
+    """Value and gradient (w.r.t. logits and features) equal losses.make_loss's."""
+    cfg = _loss_config(**case)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    if case["name"].startswith("ldam"):
+        logits = jnp.tanh(logits)  # cosine logits
+    features = jnp.asarray(rng.normal(size=(16, 8)) * 2.0, jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 4, 16), jnp.int32)
+    h = {k: jnp.asarray(v) for k, v in sweep_loss.run_hypers(cfg, COUNTS, T).items()}
+    single = losses.make_loss(cfg, COUNTS, T)
+
+    def f_single(z, f):
+        return single(z, f, labels, jnp.float32(epoch))[0]
+
+    def f_sweep(z, f):
+        return sweep_loss.sweep_loss(z, f, labels, jnp.float32(epoch), h, T)[0]
+
+    v1, g1 = jax.value_and_grad(f_single, argnums=(0, 1))(logits, features)
+    v2, g2 = jax.value_and_grad(f_sweep, argnums=(0, 1))(logits, features)
+    np.testing.assert_allclose(v2, v1, rtol=2e-6, atol=1e-7)
+    for a, b in zip(g2, g1):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    a1 = single(logits, features, labels, jnp.float32(epoch))[1]["alpha"]
+    a2 = sweep_loss.sweep_loss(logits, features, labels, jnp.float32(epoch), h, T)[1]["alpha"]
+    np.testing.assert_allclose(a2, a1, rtol=1e-6)
+
+
+def test_sweep_loss_against_numpy_formula():
+    """FBL (authors' form) with an LA offset and DRW weights at once, written out in NumPy."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(6, 4))
+    f = rng.normal(size=(6, 5))
+    y = rng.integers(0, 4, 6)
+    lam = (np.log(COUNTS.max()) - np.log(COUNTS)) / np.log(COUNTS.max() / COUNTS.min()) * 60.0
+    offset = 0.7 * np.log(COUNTS / COUNTS.sum())
+    w = (1 - 0.999) / (1 - 0.999**COUNTS)
+    w = w / w.sum() * 4
+    epoch = 11.0
+    alpha = (epoch / T) ** 2
+    zb = z - alpha * lam[None] / np.linalg.norm(f, axis=1, keepdims=True) + offset[None]
+    logp = zb - np.log(np.exp(zb).sum(1, keepdims=True))
+    want = np.sum(w[y] * -logp[np.arange(6), y]) / np.sum(w[y])
+    h = {
+        k: jnp.asarray(v)
+        for k, v in sweep_loss.run_hypers(
+            _loss_config(name="fbl_drw", fbl_form="authors_code", fbl_scale=60.0,
+                         cb_beta=0.999, drw_start_epoch=10.0), COUNTS, T
+        ).items()
+    }  # fmt: skip
+    h["logit_offset"] = jnp.asarray(offset, jnp.float32)
+    got = sweep_loss.sweep_loss(
+        jnp.asarray(z, jnp.float32),
+        jnp.asarray(f, jnp.float32),
+        jnp.asarray(y),
+        jnp.float32(epoch),
+        h,
+        T,
+    )[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the steps
+
+RUNS = [(0, {"name": "fbl"}), (1, {"name": "ce"}), (0, {"name": "la", "la_tau": 1.0})]
+
+
+def _single_run_params(config, seed, loss_kw, steps):
+    """One run made as fbl-train makes it, on ONE device, pipeline built with `seed`."""
+    config = tiny_config(seed=seed, **{f"loss.{k}": v for k, v in loss_kw.items()})
+    bundle = build_datasets(
+        config.data, global_batch_size=config.batch_size, seed=seed,
+        eval_batch_size=config.eval_batch_size, num_epochs=config.num_epochs,
+    )  # fmt: skip
+    model = build_model(config, bundle.num_classes)
+    spe = bundle.steps_per_epoch
+    lr = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
+    rng = jax.random.key(seed, impl="rbg")
+    variables = train_steps.init_variables(rng, model, bundle.image_shape)
+    tx = optim.make_optimizer(config.optimizer, lr, variables["params"], config.model.freeze)
+    state = train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables)
+    loss_fn = losses.make_loss(config.loss, bundle.class_counts, config.num_epochs)
+    p4 = bundle.train  # built for the 4 devices: the same global batch, on one device
+    pipeline = DevicePipeline(
+        p4.images, p4.labels, p4.sampler, global_batch_size=p4.global_batch_size,
+        mean=p4.mean, std=p4.std, num_devices=1, pad=p4.pad, crop_size=p4.crop_size,
+        flip=p4.flip, seed=p4.seed, mixup_alpha=p4.mixup_alpha,
+    )  # fmt: skip
+
+    def make_batch(d, step):
+        return pipeline.batch(d, step, jax.lax.axis_index(train_steps.AXIS))
+
+    step_fn = train_steps.make_train_step(model, loss_fn, tx, lr, spe, make_batch)
+    device = jax.devices()[:1]
+    p_step = jax.pmap(step_fn, axis_name=train_steps.AXIS, devices=device)
+    p_state = flax.jax_utils.replicate(state, device)
+    data = flax.jax_utils.replicate(pipeline.device_data(), device)
+    for _ in range(steps):
+        p_state, _ = p_step(p_state, data)
+    return jax.device_get(flax.jax_utils.unreplicate(p_state))
+
+
+def test_sweep_steps_on_four_devices_equal_single_runs_on_one():
+    steps = 3
+    config = tiny_config()
+    assert jax.device_count() == 4
+    bundle = build_datasets(
+        config.data, global_batch_size=config.batch_size, seed=123,
+        eval_batch_size=config.eval_batch_size, num_epochs=config.num_epochs,
+    )  # fmt: skip
+    model = build_model(config, bundle.num_classes)
+    spe = bundle.steps_per_epoch
+    lr = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
+    states, hypers = [], []
+    for seed, kw in RUNS:
+        cfg = tiny_config(seed=seed, **{f"loss.{k}": v for k, v in kw.items()})
+        rng = jax.random.key(seed, impl="rbg")
+        variables = train_steps.init_variables(rng, model, bundle.image_shape)
+        tx = optim.make_optimizer(cfg.optimizer, lr, variables["params"], cfg.model.freeze)
+        states.append(train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables))
+        h = sweep_loss.run_hypers(cfg.loss, bundle.class_counts, cfg.num_epochs)
+        h["seed"] = np.int32(seed)
+        hypers.append(h)
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *states)
+    vstep = make_sweep_step(model, tx, lr, spe, bundle.train, config.num_epochs)
+    p_step = jax.pmap(vstep, axis_name=train_steps.AXIS)
+    p_state = flax.jax_utils.replicate(stacked)
+    data = flax.jax_utils.replicate(bundle.train.device_data())
+    p_h = flax.jax_utils.replicate(sweep_loss.stack_hypers(hypers))
+    for _ in range(steps):
+        p_state, metrics = p_step(p_state, data, p_h)
+    swept = jax.device_get(flax.jax_utils.unreplicate(p_state))
+    assert np.asarray(metrics["step"])[0].tolist() == [steps - 1] * len(RUNS)
+    for r, (seed, kw) in enumerate(RUNS):
+        single = _single_run_params(config, seed, kw, steps)
+        for part in ("params", "batch_stats"):
+            flat_s = flax.traverse_util.flatten_dict(getattr(single, part))
+            flat_w = flax.traverse_util.flatten_dict(getattr(swept, part))
+            assert flat_s.keys() == flat_w.keys()
+            for key in flat_s:
+                want = np.asarray(flat_s[key]).reshape(flat_w[key][r].shape)
+                np.testing.assert_allclose(
+                    flat_w[key][r], want, rtol=2e-4, atol=2e-5, err_msg=f"run {r} {key}"
+                )
+    # the runs really differ (different seeds and losses moved them apart)
+    k = next(iter(flax.traverse_util.flatten_dict(swept.params)))
+    w = flax.traverse_util.flatten_dict(swept.params)[k]
+    assert np.abs(w[0] - w[1]).max() > 1e-3 and np.abs(w[0] - w[2]).max() > 1e-5
+
+
+def test_a_sweep_run_sees_the_data_of_the_single_run_with_its_seed():
+    config = tiny_config()
+    kw = dict(
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        num_epochs=config.num_epochs,
+    )
+    shared = build_datasets(config.data, seed=99, **kw).train
+    data = shared.device_data()
+    for seed in (0, 5):
+        own = build_datasets(config.data, seed=seed, **kw).train
+        for step in (0, 14, 15, 31):  # within, at the end of, and across epochs
+            for dev in (0, 3):
+                want = own.batch(data, step, dev)
+                got = shared.batch(data, step, dev, seed=jnp.int32(seed))
+                np.testing.assert_array_equal(got["label"], want["label"])
+                np.testing.assert_array_equal(got["image"], want["image"])
+
+
+# ----------------------------------------------------------------------------- whole sweeps
+
+SETS = [("seed", [0, 1]), ("loss.name", ["fbl", "la"])]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    return workdir, train_sweep(tiny_config(), SETS, workdir)
+
+
+def test_sweep_writes_ordinary_run_directories(finished_sweep):
+    workdir, finals = finished_sweep
+    names = [f"seed={s},loss.name={n}" for s in (0, 1) for n in ("fbl", "la")]
+    assert sorted(finals) == sorted(names)
+    spec = json.loads((workdir / "sweep.json").read_text())
+    assert spec["programs"] == [names]
+    for name in names:
+        run_dir = workdir / name
+        config = json.loads((run_dir / "config.json").read_text())
+        seed, loss = name.split(",")
+        assert config["seed"] == int(seed.split("=")[1])
+        assert config["loss"]["name"] == loss.split("=")[1]
+        for part in ("metrics.jsonl", "class_counts.json", "tensorboard", "checkpoints", "best"):
+            assert (run_dir / part).exists(), (name, part)
+        run, problems = load_run(run_dir, name)
+        assert run is not None and problems == [], problems
+        assert run.final == finals[name]
+        assert 0.0 <= finals[name]["last"]["top1"] <= 1.0
+
+
+def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished_sweep):
+    """A crash in the middle of a checkpoint round (run 0 saved step 30, the others not):
+    the restart resumes every run from step 15 and ends with the uninterrupted finals."""
+    _, ref_finals = finished_sweep
+    original = checkpointing.Checkpoints.save
+    calls = {"n": 0}
+
+    def save(self, state, meta, best=False):
+        if int(meta["step"]) == 30 and not best:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt("simulated kill")
+        original(self, state, meta, best=best)
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        train_sweep(tiny_config(), SETS, tmp_path)
+    monkeypatch.undo()
+    first = tmp_path / "seed=0,loss.name=fbl" / "checkpoints"
+    second = tmp_path / "seed=0,loss.name=la" / "checkpoints"
+    assert (first / "30").is_dir() and not (second / "30").exists()
+    finals = train_sweep(tiny_config(), SETS, tmp_path)
+    assert finals == ref_finals
+
+
+def test_another_sweep_in_the_same_workdir_is_an_error(finished_sweep):
+    workdir, _ = finished_sweep
+    with pytest.raises(ConfigError, match="another sweep"):
+        train_sweep(tiny_config(), [("seed", [3])], workdir)
+
+
+def test_a_diverging_run_stops_alone(tmp_path):
+    config = tiny_config(
+        **{"num_epochs": 1, "loss.alpha_per_epoch": False, "loss.curriculum": "linear"}
+    )
+    finals = train_sweep(config, [("loss.fbl_scale", [60.0, 1e38])], tmp_path)
+    good, bad = finals["loss.fbl_scale=60.0"], finals["loss.fbl_scale=1e+38"]
+    assert "failed" not in good and good["last"]["top1"] > 0
+    assert bad["failed"].startswith("loss is") and "at step" in bad["failed"]
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "loss.fbl_scale=1e+38" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["type"] for r in records].count("failed") == 1
+    failed_at = next(r["step"] for r in records if r["type"] == "failed")
+    ckpt_dir = tmp_path / "loss.fbl_scale=1e+38" / "checkpoints"
+    saved = [int(p.name) for p in ckpt_dir.iterdir()] if ckpt_dir.exists() else []
+    assert all(s < failed_at for s in saved)  # nothing after the failure was checkpointed
+    assert (tmp_path / "loss.fbl_scale=60.0" / "checkpoints" / "15").is_dir()
+    _, problems = load_run(tmp_path / "loss.fbl_scale=1e+38", "bad")
+    assert any("stopped at step" in p for p in problems)
