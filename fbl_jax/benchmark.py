@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fbl_jax import cpu_flags, defaults, losses, optim, train_steps
+from fbl_jax import cpu_flags, defaults, losses, optim, train_steps, xla_cache
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
@@ -399,6 +399,7 @@ def format_table(out: dict[str, Any]) -> str:
 
 def run() -> None:
     cpu_flags.apply_fast_cpu_flags()  # FBL_JAX_FAST_CPU=0 measures without them
+    xla_cache.enable()  # compile times are reported apart; the steady state is what is timed
     try:
         main(sys.argv[1:])
     except ValueError as err:

@@ -145,6 +145,9 @@ def run_absl(
             fail(prog, f"{err} (see {prog} --help)")
 
     def guarded(args: list[str]) -> Any:
+        from fbl_jax import xla_cache
+
+        xla_cache.enable()
         try:
             return main(args)
         except user_errors() as err:

@@ -33,9 +33,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10
     c.keep_checkpoints = 3
     c.log_every_steps = 100
-    # Train steps per compiled call (lax.scan), on-device pipeline only; logging, evaluation
-    # and checkpoints still happen at their own steps. 0 = automatic: CPU_STEPS_PER_CALL with the
-    # on-device pipeline on the CPU backend (~20 % faster there, BENCHMARKS.md), else 1.
+    # Train steps per compiled call, on-device pipeline only; logging, evaluation and checkpoints
+    # still happen at their own steps. k > 1: a lax.scan of k steps; -1 (LOOP): a while loop over
+    # every step up to the next event. 0 = automatic: CPU_STEPS_PER_CALL unrolled steps on the
+    # CPU backend (~20 % faster there, BENCHMARKS.md), LOOP on accelerators, 1 with tf.data.
     c.steps_per_call = 0
     c.half_precision = False  # bfloat16 compute, float32 params/BN statistics/loss
 
@@ -132,11 +133,12 @@ def validate_config(config: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
     k = config.steps_per_call
-    if not isinstance(k, int) or k < 0:
+    if not isinstance(k, int) or k < LOOP:
         raise ConfigError(
-            f"config.steps_per_call must be an integer >= 0 (0: automatic), got {k!r}"
+            f"config.steps_per_call must be an integer >= -1 (0: automatic, -1: a while loop up "
+            f"to the next event), got {k!r}"
         )
-    if k > 1 and config.data.pipeline != "device":
+    if (k > 1 or k == LOOP) and config.data.pipeline != "device":
         raise ConfigError(
             f"config.steps_per_call={k} needs config.data.pipeline='device'; use 1 or 0 (automatic)"
         )
@@ -204,13 +206,19 @@ def check_data_paths(data: Any) -> None:
 
 
 CPU_STEPS_PER_CALL = 4
+LOOP = -1  # steps_per_call: every step up to the next log/eval event in one call (while loop)
 
 
 def resolve_steps_per_call(config: Any, backend: str) -> int:
-    """config.steps_per_call, with 0 resolved for this backend and pipeline."""
+    """config.steps_per_call, with 0 resolved for this backend and pipeline: LOOP on
+    accelerators with the on-device pipeline (one dispatch per event, no per-step host work),
+    CPU_STEPS_PER_CALL unrolled steps on the CPU (its while loops run this step ~30x slower),
+    one step with the tf pipeline (the host feeds every step)."""
     if config.steps_per_call:
         return config.steps_per_call
-    return CPU_STEPS_PER_CALL if backend == "cpu" and config.data.pipeline == "device" else 1
+    if config.data.pipeline != "device":
+        return 1
+    return CPU_STEPS_PER_CALL if backend == "cpu" else LOOP
 
 
 def check_keys(config: Any, schema: Any, where: str) -> None:

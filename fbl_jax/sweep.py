@@ -251,6 +251,15 @@ class _ProgramLoop:
         self.p_multi = (
             jax.pmap(multi, axis_name=train_steps.AXIS, donate_argnums=(0,)) if self.k > 1 else None
         )
+
+        def loop(states, data, h, n):
+            return train_steps.make_loop_steps(lambda s, d: vstep(s, d, h))(states, data, n)
+
+        self.p_loop = (
+            jax.pmap(loop, axis_name=train_steps.AXIS, in_axes=(0, 0, 0, None), donate_argnums=(0,))
+            if self.k == defaults.LOOP
+            else None
+        )
         eval_fn = train_steps.make_eval_step(model, bundle.num_classes)
         self.p_eval = jax.pmap(jax.vmap(eval_fn, in_axes=(0, 0, None)), axis_name=train_steps.AXIS)
         self.device_data = flax.jax_utils.replicate(pipeline.device_data())
@@ -259,16 +268,19 @@ class _ProgramLoop:
         self._warm: set = set()
 
     def _call(self, p_state, n: int):
-        if self.p_multi is not None and n >= self.k:
+        args = (p_state, self.device_data, self.hypers)
+        if self.p_loop is not None:
+            fn, k, args = self.p_loop, n, (*args, n)
+        elif self.p_multi is not None and n >= self.k:
             fn, k = self.p_multi, self.k
         else:
             fn, k = self.p_step, 1
         first = fn not in self._warm
         with self.timing.measure("compile" if first else "train"):
-            p_state, metrics = fn(p_state, self.device_data, self.hypers)
+            p_state, metrics = fn(*args)
             if first:  # wait, so the compile (and this call) is timed apart from training
                 jax.block_until_ready(metrics)
-        if k == 1:  # (devices, R) → (devices, 1, R), like the scanned call's (devices, k, R)
+        if k == 1 and fn is not self.p_loop:  # (devices, R) → (devices, 1, R), as a scan's
             metrics = jax.tree_util.tree_map(lambda x: x[:, None], metrics)
         self._warm.add(fn)
         return p_state, metrics, k, first
@@ -369,12 +381,15 @@ class _ProgramLoop:
                 continue
             loss = np.concatenate([m["loss"][0][:, r] for m in fetched])
             top1 = np.concatenate([m["train_top1"][0][:, r] for m in fetched])
+            count = np.concatenate(
+                [m.get("count", np.ones_like(m["loss"]))[0][:, r] for m in fetched]
+            )
             record = {
                 "type": "train",
                 "step": step,
                 "epoch": step / self.spe,
-                "loss": float(loss.mean()),
-                "train_top1": float(top1.mean()),
+                "loss": float(np.sum(loss * count) / np.sum(count)),
+                "train_top1": float(np.sum(top1 * count) / np.sum(count)),
                 "lr": float(fetched[-1]["lr"][0][-1, r]),
                 "alpha": float(fetched[-1]["alpha"][0][-1, r]),
             }

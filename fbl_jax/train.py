@@ -281,7 +281,8 @@ def read_final_record(workdir: pathlib.Path) -> dict[str, Any] | None:
 
 
 class _Runner:
-    """Compiled train calls (one step, or `steps_per_call` steps scanned) and the eval step."""
+    """Compiled train calls (one step, `steps_per_call` steps scanned, or a while loop up to the
+    next event) and the eval step."""
 
     def __init__(self, config, bundle, model, loss_fn, tx, lr_schedule, spe) -> None:
         self.bundle = bundle
@@ -304,6 +305,16 @@ class _Runner:
             if self.k > 1
             else None
         )
+        self.p_loop = (
+            jax.pmap(
+                train_steps.make_loop_steps(step_fn),
+                axis_name=train_steps.AXIS,
+                in_axes=(0, 0, None),
+                donate_argnums=(0,),
+            )
+            if self.k == defaults.LOOP
+            else None
+        )
         self.p_eval = jax.pmap(
             train_steps.make_eval_step(model, bundle.num_classes), axis_name=train_steps.AXIS
         )
@@ -318,7 +329,9 @@ class _Runner:
         measured (returned, else None) and kept out of the images/s figures.
         """
         if self.bundle.pipeline == "device":
-            if self.p_multi is not None and n >= self.k:
+            if self.p_loop is not None:  # every step up to the next event, one dispatch
+                fn, args, k = self.p_loop, (p_state, self.device_data, n), n
+            elif self.p_multi is not None and n >= self.k:
                 fn, args, k = self.p_multi, (p_state, self.device_data), self.k
             else:
                 fn, args, k = self.p_step, (p_state, self.device_data), 1
@@ -336,7 +349,7 @@ class _Runner:
             jax.block_until_ready(metrics)
             compile_s = time.perf_counter() - t0
             self._warm.add(fn)
-        if k == 1:
+        if k == 1 and fn is not self.p_loop:
             metrics = jax.tree_util.tree_map(lambda x: x[:, None], metrics)
         return p_state, metrics, k, compile_s
 
@@ -359,14 +372,17 @@ def _train_record(pending: list, step: int, spe: int) -> dict[str, Any]:
     """Fetch the metrics of every step since the last record; stop on the first non-finite loss."""
     _check_pending_finite(pending)
     fetched = jax.device_get(pending)
+    # a while-loop call's entry is the mean of `count` steps; a scanned call's, one step each
+    counts = np.concatenate([m.get("count", np.ones_like(m["loss"]))[0] for m in fetched])
     losses_ = np.concatenate([m["loss"][0] for m in fetched])
+    top1 = np.concatenate([m["train_top1"][0] for m in fetched])
     last = fetched[-1]
     return {
         "type": "train",
         "step": step,
         "epoch": step / spe,
-        "loss": float(losses_.mean()),
-        "train_top1": float(np.concatenate([m["train_top1"][0] for m in fetched]).mean()),
+        "loss": float(np.sum(losses_ * counts) / np.sum(counts)),
+        "train_top1": float(np.sum(top1 * counts) / np.sum(counts)),
         "lr": float(last["lr"][0][-1]),
         "alpha": float(last["alpha"][0][-1]),
     }

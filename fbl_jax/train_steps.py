@@ -144,6 +144,45 @@ def make_multi_step(step_fn: Callable, num_steps: int, unroll: bool | None = Non
     return multi
 
 
+def make_loop_steps(step_fn: Callable) -> Callable:
+    """`n` train steps (n traced: one compiled call serves every length) in a while loop, for
+    accelerators: one dispatch runs up to the next log/eval event, often a whole epoch.
+
+    Metrics come back reduced, shaped like one step's with a leading axis of 1: the loss and
+    train accuracy as means over the n steps, `count` = n, lr/α of the last step, and `step`
+    the first step whose loss was not finite (else the last step), so a divergence is named.
+    """
+
+    def loop(state, data, n):
+        _, m0 = jax.eval_shape(step_fn, state, data)
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
+        acc0 = {"sums": {"loss": zeros["loss"], "train_top1": zeros["train_top1"]}}
+        acc0["last"] = zeros
+        acc0["first_bad"] = jnp.full(m0["step"].shape, -1, m0["step"].dtype)
+
+        def body(_, carry):
+            state, acc = carry
+            state, m = step_fn(state, data)
+            bad = ~jnp.isfinite(m["loss"]) & (acc["first_bad"] < 0)
+            acc = {
+                "sums": {k: acc["sums"][k] + m[k] for k in acc["sums"]},
+                "last": m,
+                "first_bad": jnp.where(bad, m["step"], acc["first_bad"]),
+            }
+            return state, acc
+
+        state, acc = jax.lax.fori_loop(0, n, body, (state, acc0))
+        count = jnp.asarray(n, jnp.float32)
+        metrics = dict(acc["last"])
+        for k, total in acc["sums"].items():
+            metrics[k] = total / count
+        metrics["step"] = jnp.where(acc["first_bad"] >= 0, acc["first_bad"], metrics["step"])
+        metrics["count"] = jnp.full(m0["loss"].shape, count)
+        return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
+
+    return loop
+
+
 def pmap_train(fn: Callable, donate: bool = True) -> Callable:
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate else ())
 
