@@ -115,17 +115,17 @@ def one_attempt(
         )
         t0 = time.time()
         deadline = t0 + (rng.uniform(0.3, 1.0) * budget_s if target == "random" else budget_s)
-        killed_at = None
+        killed_at, hit_target = None, False
         while proc.poll() is None:
             now = time.time()
-            hit = (
+            on_target = (
                 (target == "random" and now >= deadline)
                 or (target == "latest_tmp" and _tmp_present(workdir, "checkpoints"))
                 or (target == "best_tmp" and _tmp_present(workdir, "best"))
-                or (target == "after_checkpoint" and _checkpoint_steps(workdir) - before)
-                or now >= t0 + budget_s
+                or (target == "after_checkpoint" and bool(_checkpoint_steps(workdir) - before))
             )
-            if hit:
+            if on_target or now >= t0 + budget_s:  # a missed target still ends in a kill
+                hit_target = bool(on_target)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 killed_at = time.time() - t0
@@ -139,6 +139,7 @@ def one_attempt(
     return {
         "target": target,
         "killed": killed_at is not None,
+        "on_target": hit_target,
         "killed_after_s": killed_at,
         "exit_code": proc.returncode,
         "resumed_from": int(resumed[0]) if resumed else None,
@@ -183,6 +184,9 @@ def campaign(
     return {
         "kills": sum(a["killed"] for a in attempts),
         "by_target": {t: sum(a["killed"] and a["target"] == t for a in attempts) for t in TARGETS},
+        "on_target_by_target": {
+            t: sum(a["on_target"] and a["target"] == t for a in attempts) for t in TARGETS
+        },
         "restarts_that_resumed": sum(a["resumed_from"] is not None for a in attempts),
         "restarts_that_failed_to_resume": sum(not a["resume_ok"] for a in attempts),
         "partial_checkpoints_cleaned": sum(a["cleaned"] for a in attempts),

@@ -38,6 +38,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # every step up to the next event. 0 = automatic: CPU_STEPS_PER_CALL unrolled steps on the
     # CPU backend (~20 % faster there, BENCHMARKS.md), LOOP on accelerators, 1 with tf.data.
     c.steps_per_call = 0
+    # fbl-sweep: how a program's runs share a step: "vmap" (batched, for accelerators), "unroll"
+    # (each run's step in turn, for the CPU) or "auto" (that choice by backend; sweep.py)
+    c.sweep_run_axis = "auto"
     c.half_precision = False  # bfloat16 compute, float32 params/BN statistics/loss
 
     c.model = ml_collections.ConfigDict()
@@ -178,6 +181,7 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
         "data.sampler": SAMPLER_NAMES,
         "data.second_sampler": ("", *SAMPLER_NAMES),
         "distributed.initialize": ("auto", "never", "explicit"),
+        "sweep_run_axis": ("auto", "vmap", "unroll"),
     }
 
 

@@ -239,9 +239,19 @@ class _ProgramLoop:
         self.spe = bundle.steps_per_epoch
         self.counts = np.asarray(bundle.class_counts)
         self.k = defaults.resolve_steps_per_call(config, jax.default_backend())
+        self.run_axis = resolve_run_axis(config.sweep_run_axis, jax.default_backend())
+        if self.run_axis == "unroll" and config.steps_per_call == 0 and len(ios) > 1:
+            self.k = 1  # R runs per call already amortise the dispatch; R×k copies compile slowly
         pipeline = bundle.train
         vstep = make_sweep_step(
-            model, tx, lr_schedule, self.spe, pipeline, config.num_epochs, bbn.alpha_fn_for(config)
+            model,
+            tx,
+            lr_schedule,
+            self.spe,
+            pipeline,
+            config.num_epochs,
+            bbn.alpha_fn_for(config),
+            self.run_axis,
         )
 
         def multi(states, data, h):
@@ -465,9 +475,25 @@ class _ProgramLoop:
                 io.writer.close()
 
 
-def make_sweep_step(model, tx, lr_schedule, spe: int, pipeline, num_epochs: int, bbn_alpha=None):
+RUN_AXES = ("vmap", "unroll")
+
+
+def resolve_run_axis(setting: str, backend: str) -> str:
+    """`auto`: vmap on accelerators (R small convolutions become one batched one), unroll on
+    the CPU, whose batched (grouped) convolutions ran 4 runs 2.4x slower than one (BENCHMARKS.md)."""
+    if setting == "auto":
+        return "unroll" if backend == "cpu" else "vmap"
+    if setting not in RUN_AXES:
+        raise ConfigError(f"config.sweep_run_axis={setting!r} is not one of auto, vmap, unroll")
+    return setting
+
+
+def make_sweep_step(
+    model, tx, lr_schedule, spe: int, pipeline, num_epochs: int, bbn_alpha=None, run_axis="vmap"
+):
     """(stacked states, device data, stacked loss arrays) → (states, metrics (R,) each): the
-    single-run train step vmapped over runs, each with its own data seed and loss arrays."""
+    single-run train step over a run axis, each run with its own data seed and loss arrays;
+    `run_axis` "vmap" batches the runs, "unroll" traces each run's step in turn."""
 
     def run_step(state, data, h):
         def make_batch(d, step):
@@ -479,7 +505,15 @@ def make_sweep_step(model, tx, lr_schedule, spe: int, pipeline, num_epochs: int,
         )
         return step_fn(state, data)
 
-    return jax.vmap(run_step, in_axes=(0, None, 0))
+    if run_axis == "vmap":
+        return jax.vmap(run_step, in_axes=(0, None, 0))
+
+    def unrolled(states, data, hs):
+        n = jax.tree_util.tree_leaves(hs)[0].shape[0]
+        outs = [run_step(_take(states, r), data, _take(hs, r)) for r in range(n)]
+        return jax.tree_util.tree_map(lambda *xs: jax.numpy.stack(xs), *outs)
+
+    return unrolled
 
 
 def _next(step: int, every: int) -> int:

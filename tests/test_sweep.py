@@ -213,7 +213,8 @@ def _single_run_params(config, seed, loss_kw, steps):
     return jax.device_get(flax.jax_utils.unreplicate(p_state))
 
 
-def test_sweep_steps_on_four_devices_equal_single_runs_on_one():
+@pytest.mark.parametrize("run_axis", ["vmap", "unroll"])
+def test_sweep_steps_on_four_devices_equal_single_runs_on_one(run_axis):
     steps = 3
     config = tiny_config()
     assert jax.device_count() == 4
@@ -235,7 +236,7 @@ def test_sweep_steps_on_four_devices_equal_single_runs_on_one():
         h["seed"] = np.int32(seed)
         hypers.append(h)
     stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *states)
-    vstep = make_sweep_step(model, tx, lr, spe, bundle.train, config.num_epochs)
+    vstep = make_sweep_step(model, tx, lr, spe, bundle.train, config.num_epochs, None, run_axis)
     p_step = jax.pmap(vstep, axis_name=train_steps.AXIS)
     p_state = flax.jax_utils.replicate(stacked)
     data = flax.jax_utils.replicate(bundle.train.device_data())
