@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps-per-call",
         type=int,
         default=0,
-        help="train steps per call (scan); 0 = what fbl-train chooses (config.steps_per_call=0)",
+        help="train steps per call (scan); -1: a while loop over an epoch; 0 = what fbl-train "
+        "chooses (config.steps_per_call=0: 4 on the CPU, the while loop on accelerators)",
     )
     p.add_argument("--half-precision", action="store_true", help="bfloat16 compute")
     p.add_argument(
@@ -94,7 +95,7 @@ def validate_args(args: argparse.Namespace) -> list[jax.Device]:
         ("--steps", args.steps, 1),
         ("--warmup", args.warmup, 0),
         ("--batch-size", args.batch_size, 1),
-        ("--steps-per-call", args.steps_per_call, 0),
+        ("--steps-per-call", args.steps_per_call, defaults.LOOP),
         ("--image-size", args.image_size, 8),
         ("--num-classes", args.num_classes, 1),
         ("--num-epochs", args.num_epochs, 1),
@@ -120,7 +121,12 @@ def validate_args(args: argparse.Namespace) -> list[jax.Device]:
         )
     if args.imbalance_factor < 1:
         raise ValueError(f"--imbalance-factor must be >= 1, got {args.imbalance_factor}")
-    if args.steps_per_call > 1 and args.pipeline != "device" and args.what in ("train", "all"):
+    k = args.steps_per_call
+    if (
+        (k > 1 or k == defaults.LOOP)
+        and args.pipeline != "device"
+        and args.what in ("train", "all")
+    ):
         raise ValueError("--steps-per-call > 1 scans the on-device pipeline: use --pipeline device")
     return local[:n]
 
@@ -131,9 +137,9 @@ def resolve_steps_per_call(args: argparse.Namespace) -> int:
         return args.steps_per_call
     pipeline = "device" if args.pipeline in ("device", "both") else "tf"
     config = ml_collections.ConfigDict({"steps_per_call": 0, "data": {"pipeline": pipeline}})
-    k = defaults.resolve_steps_per_call(config, jax.default_backend())
-    # one k for every measurement: the tf feed of --pipeline both is measured one step a call
-    return k if args.pipeline == "device" else 1
+    # LOOP (accelerators): a while loop over an epoch of the synthetic set per call; the tf feed
+    # (and that of --pipeline both) is measured one step a call, as fbl-train feeds it
+    return defaults.resolve_steps_per_call(config, jax.default_backend())
 
 
 def synthetic_class_counts(
@@ -292,18 +298,27 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
             step_fn = train_steps.make_train_step(
                 model, loss_fn, tx, lr_schedule, spe, device_batch if feed == "device" else None
             )
-            fn = train_steps.make_multi_step(step_fn, k) if k > 1 else step_fn
-            p_fn = pmap(fn, donate=True)
+            loop = k == defaults.LOOP and feed == "device"
+            steps = spe if loop else max(k, 1) if feed == "device" else 1
+            if loop:  # as fbl-train on accelerators: a while loop, here over one epoch
+                fn, extra = train_steps.make_loop_steps(step_fn), (steps,)
+                p_fn = jax.pmap(
+                    fn, axis_name=train_steps.AXIS, devices=devices, in_axes=(0, 0, None),
+                    donate_argnums=(0,),
+                )  # fmt: skip
+            else:
+                fn = train_steps.make_multi_step(step_fn, steps) if steps > 1 else step_fn
+                p_fn, extra = pmap(fn, donate=True), ()
             holder = {"state": p_state, "metrics": None}
 
-            def call(p_fn=p_fn, feed=feed, holder=holder):
+            def call(p_fn=p_fn, feed=feed, holder=holder, extra=extra):
                 data = device_data() if feed == "device" else next(host_iterator())
-                holder["state"], holder["metrics"] = p_fn(holder["state"], data)
+                holder["state"], holder["metrics"] = p_fn(holder["state"], data, *extra)
                 return holder["state"], holder["metrics"]
 
             first, seconds = time_calls(call, args.warmup, args.steps)
             p_state = holder["state"]
-            res = summarize("train", feed, first, seconds, b * k, k)
+            res = summarize("train", feed, first, seconds, b * steps, steps)
             res["last_loss"] = float(np.asarray(holder["metrics"]["loss"][0]).reshape(-1)[-1])
             results.append(res)
     if "pipeline" in whats:

@@ -12,7 +12,7 @@ import sys
 import jax
 import pytest
 
-from fbl_jax import benchmark
+from fbl_jax import benchmark, defaults
 
 TINY = ["--model", "resnet8", "--image-size", "16", "--batch-size", "8", "--num-images", "32"]
 TINY += ["--steps", "3", "--warmup", "1"]
@@ -54,7 +54,10 @@ def test_json_is_one_object_with_the_median_train_throughput(json_run):
         ("eval", "device"),
     ]
     train = parsed["results"][0]
-    assert len(train["call_seconds"]) == 3 and train["images_per_call"] == 8
+    # by default it measures what fbl-train runs here: CPU_STEPS_PER_CALL steps per call
+    k = defaults.CPU_STEPS_PER_CALL
+    assert parsed["steps_per_call"] == train["steps_per_call"] == k
+    assert len(train["call_seconds"]) == 3 and train["images_per_call"] == 8 * k
     per_call = [train["images_per_call"] / s for s in train["call_seconds"]]
     expected = statistics.median(per_call)
     assert parsed["train_images_per_s"] > 0
@@ -153,3 +156,13 @@ def test_console_script_reports_errors_with_exit_code_2(monkeypatch, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "fbl-bench: error: unknown --model 'vgg16'" in err and "resnet50" in err
+
+
+def test_loop_mode_measures_one_epoch_per_call():
+    """--steps-per-call -1 (the accelerators' default): a while loop over an epoch per call."""
+    out, _ = _run(TINY + ["--what", "train", "--steps-per-call", "-1", "--json"])
+    train = out["results"][0]
+    steps_per_epoch = 32 // 8  # --num-images 32, --batch-size 8
+    assert train["steps_per_call"] == steps_per_epoch
+    assert train["images_per_call"] == 32
+    assert math.isfinite(train["last_loss"])

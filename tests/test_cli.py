@@ -92,3 +92,18 @@ def test_decouple_mistakes_are_one_line(tmp_path):
 def test_bench_mistake_is_one_line():
     out = _run("--model", "resnet33", module="fbl_jax.benchmark")
     _assert_one_line_error(out, "fbl-bench", "--model", "resnet32")
+
+
+def test_sweep_help_and_mistakes(tmp_path):
+    out = _run("--help", module="fbl_jax.sweep_main")
+    assert out.returncode == 0, out.stderr
+    for needle in ("--set", "--workdir", "KEY=V1,V2"):
+        assert needle in out.stdout, needle
+    base = [f"--config={DEMO}", f"--workdir={tmp_path / 'w'}"]
+    out = _run(*base, "--set=loss.nmae=ce,fbl", module="fbl_jax.sweep_main")
+    _assert_one_line_error(out, "fbl-sweep", "'loss.nmae'", "did you mean name")
+    out = _run(*base, "--set=seed", module="fbl_jax.sweep_main")
+    _assert_one_line_error(out, "fbl-sweep", "KEY=V1,V2")
+    out = _run(*base, "--set=loss.name=ce,nonsense", module="fbl_jax.sweep_main")
+    _assert_one_line_error(out, "fbl-sweep", "config.loss.name='nonsense'")
+    assert not (tmp_path / "w").exists()
