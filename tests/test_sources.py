@@ -2,6 +2,7 @@
 minival, training pools, and build_datasets end to end."""
 
 import os
+import pathlib
 import subprocess
 
 import numpy as np
@@ -434,8 +435,40 @@ def test_build_datasets_image_folder_balanced_and_errors(tmp_path):
         build_datasets(_digits_config(**{**cfg.to_dict(), "image_size": 32}), **kw)
     with pytest.raises(ValueError, match="eval batch size 3 is not divisible"):
         build_datasets(cfg, eval_batch_size=3, **kw)
-    with pytest.raises(ValueError, match="pipeline='tf'"):
+    with pytest.raises(FileNotFoundError, match="split list 'a' does not exist"):
         build_datasets(_digits_config(source="split_list", root="/x", train_list="a"), **kw)
+
+
+def test_split_list_with_the_device_pipeline_decodes_the_listed_images(tmp_path):
+    """A packed subset (benchmarks/pack_lt_split.py) read as split lists: exactly the listed
+    files, in the listed order, with the val list as the minival."""
+    train = _write_webp_tree(tmp_path, "train", (4, 3, 2), size=8)
+    test = _write_webp_tree(tmp_path, "test", (2, 2, 2), size=8, seed=1)
+    files = sources.list_image_folder(tmp_path, "train")
+    rel = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in files.paths]
+    order = [5, 0, 8, 2, 6]  # a subset in a chosen order
+    (tmp_path / "train.txt").write_text("".join(f"{rel[i]} {files.labels[i]}\n" for i in order))
+    (tmp_path / "val.txt").write_text(f"{rel[1]} {files.labels[1]}\n{rel[7]} {files.labels[7]}\n")
+    tfiles = sources.list_image_folder(tmp_path, "test")
+    trel = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in tfiles.paths]
+    (tmp_path / "test.txt").write_text("".join(f"{r} {y}\n" for r, y in zip(trel, tfiles.labels)))
+    cfg = _digits_config(
+        source="split_list", root=str(tmp_path), train_list=str(tmp_path / "train.txt"),
+        val_list=str(tmp_path / "val.txt"), test_list=str(tmp_path / "test.txt"),
+        imbalance_factor=None, num_classes=3, image_size=8,
+    )  # fmt: skip
+    kw = dict(global_batch_size=2, seed=0, process_index=0, process_count=1, local_device_count=1)
+    bundle = build_datasets(cfg, **kw)
+    np.testing.assert_array_equal(bundle.train.images, train[order])
+    np.testing.assert_array_equal(bundle.train.labels, files.labels[order])
+    np.testing.assert_array_equal(
+        bundle.class_counts, np.bincount(files.labels[order], minlength=3)
+    )
+    assert bundle.class_names == ["class0", "class1", "class2"]
+    assert bundle.eval_sizes == {"test": 6, "minival": 2}
+    got = np.concatenate([b["image"][b["mask"] > 0] for b in bundle.eval_iter("test")])
+    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
+    np.testing.assert_allclose(got, (test / np.float32(255.0) - mean) / std, rtol=1e-6, atol=1e-6)
 
 
 def test_build_datasets_training_pool_explicit_and_checked(tmp_path):

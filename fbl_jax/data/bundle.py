@@ -95,14 +95,14 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
         train = sources.load_tfds_arrays(name, train_name, data_dir, download)
         return train, {"test": sources.load_tfds_arrays(name, test_name, data_dir, download)}
     if source == "split_list":
-        if pipeline != "tf":
-            raise ValueError("source='split_list' reads image files of any size; use pipeline='tf'")
         root = _require(cfg, "root", source)
         c = cfg.get("num_classes", None)
         train = sources.read_split_list(_require(cfg, "train_list", source), root, c)
         evals = {"test": sources.read_split_list(_require(cfg, "test_list", source), root, c)}
         if cfg.get("val_list", None):
             evals["minival"] = sources.read_split_list(cfg.get("val_list"), root, c)
+        if pipeline == "device":  # small images (a packed CIFAR-LT subset): decode into memory
+            return _decoded(train), {k: _decoded(v) for k, v in evals.items()}
         return train, evals
     if source == "synthetic_digits":
         if pipeline != "device":
@@ -112,6 +112,11 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
         )
         return train, {"test": test}
     raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
+
+
+def _decoded(split: sources.FileSplit) -> sources.ArraySplit:
+    images = sources.decode_images(list(split.paths))
+    return sources.ArraySplit(images, split.labels, split.class_names, np.asarray(split.paths))
 
 
 BALANCE_TOLERANCE = 1.1  # a source split counts as balanced if max/min class size <= this
