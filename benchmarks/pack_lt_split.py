@@ -12,7 +12,7 @@ they name (the original lossless files, unchanged). Then
     fbl-train --config=configs/cifar10_lt.py --config.data.source=split_list \
         --config.data.root=.data/c10lt --config.data.train_list=.data/c10lt/if100_train.txt \
         --config.data.val_list=.data/c10lt/if100_minival.txt \
-        --config.data.test_list=.data/c10lt/test.txt --config.data.imbalance_factor=None
+        --config.data.test_list=.data/c10lt/test.txt --config.data.list_is_subset=True
 
 trains on the same images in the same order as `--config.data.root=/data/cifar10-lossless`;
 the script checks that (images, labels and order of every split) before it returns.
@@ -89,7 +89,8 @@ def main() -> int:
             ref_cfg.update(root=str(root), imbalance_factor=float(tag[2:]))
             packed = config.data.copy_and_resolve_references()
             packed.update(
-                source="split_list", root=str(out), imbalance_factor=None,
+                source="split_list", root=str(out), list_is_subset=True,
+                imbalance_factor=float(tag[2:]),
                 train_list=str(out / f"{tag}_train.txt"),
                 val_list=str(out / f"{tag}_minival.txt"), test_list=str(out / "test.txt"),
             )  # fmt: skip

@@ -95,6 +95,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.subset_seed = 0
     c.data.n_max = placeholder(int)  # LT head class; None: the smallest source class
     c.data.train_pool = False  # train split is a pool, not the full set (bundle.long_tail_profile)
+    # split_list whose train list IS the long-tailed subset (benchmarks/pack_lt_split.py):
+    # imbalance_factor then labels the run and is checked against the list's class counts
+    c.data.list_is_subset = False
     c.data.minival_per_class = 100
     c.data.pipeline = "device"  # "device" (in accelerator memory, no TF) | "tf"
     c.data.sampler = "instance"
@@ -151,6 +154,18 @@ def validate_config(config: Any) -> None:
         for p in parents:
             node = node[p]
         check_choice(f"config.{field}", node[leaf], choices)
+    check_loss_numbers(config)
+
+
+def check_loss_numbers(config: Any) -> None:
+    """The loss's numbers (offset < epochs, β in [0, 1), τ, γ, margins) as make_loss checks
+    them, on stand-in class counts, so a bad value fails before any data is read."""
+    from fbl_jax import losses
+
+    try:
+        losses.make_loss(config.loss, [2, 1], config.num_epochs)
+    except ValueError as err:
+        raise ConfigError(f"config.loss: {err}") from None
     from fbl_jax import bbn
 
     problem = bbn.check_config(config)

@@ -50,6 +50,7 @@ def test_decouple_help_lists_its_flags():
         ("--config.loss.name=nonsense", ("config.loss.name='nonsense'", "fbl", "ldam_drw")),
         ("--config.num_epochs=abc", ("num_epochs",)),
         ("--config.model.name=resnet_32", ("config.model.name", "resnet32", "did you mean")),
+        ("--config.loss.cb_beta=1.5", ("config.loss:", "beta", "[0, 1)")),
     ],
 )
 def test_train_config_mistakes_are_one_line_and_leave_no_workdir(tmp_path, override, needles):

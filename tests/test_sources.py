@@ -505,3 +505,34 @@ def test_build_datasets_training_pool_explicit_and_checked(tmp_path):
         build_datasets(_digits_config(**base, train_pool=True, n_max=6), **kw)
     with pytest.raises(ValueError, match=r"train_pool=True .* data.imbalance_factor is not set"):
         build_datasets(_digits_config(**{**base, "imbalance_factor": None}, train_pool=True), **kw)
+
+
+def test_a_listed_subset_is_checked_against_its_profile(tmp_path):
+    """data.list_is_subset: the train list is the LT subset; its counts must be IF's profile."""
+    _write_webp_tree(tmp_path, "train", (4, 3, 2), size=8)
+    _write_webp_tree(tmp_path, "test", (1, 1, 1), size=8, seed=1)
+    files = sources.list_image_folder(tmp_path, "train")
+    rel = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in files.paths]
+
+    def write(name, idx):
+        (tmp_path / name).write_text("".join(f"{rel[i]} {files.labels[i]}\n" for i in idx))
+
+    write("exp4.txt", [0, 1, 2, 3, 4, 5, 7])  # counts 4, 2, 1: IF 4 (exp, 3 classes)
+    tfiles = sources.list_image_folder(tmp_path, "test")
+    trel = [pathlib.Path(p).relative_to(tmp_path).as_posix() for p in tfiles.paths]
+    (tmp_path / "test.txt").write_text("".join(f"{r} {y}\n" for r, y in zip(trel, tfiles.labels)))
+    kw = dict(global_batch_size=1, seed=0, process_index=0, process_count=1, local_device_count=1)
+
+    def cfg(**o):
+        return _digits_config(
+            source="split_list", root=str(tmp_path), train_list=str(tmp_path / "exp4.txt"),
+            test_list=str(tmp_path / "test.txt"), num_classes=3, image_size=8,
+            list_is_subset=True, **o,
+        )  # fmt: skip
+
+    bundle = build_datasets(cfg(imbalance_factor=4.0), **kw)
+    np.testing.assert_array_equal(bundle.class_counts, [4, 2, 1])
+    with pytest.raises(ValueError, match=r"not the IF 10 profile \[4, 1, 0\]"):
+        build_datasets(cfg(imbalance_factor=10.0), **kw)
+    with pytest.raises(ValueError, match="list_is_subset=True is for source='split_list'"):
+        build_datasets(_digits_config(list_is_subset=True), **kw)

@@ -114,6 +114,27 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
     raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
 
 
+def _check_listed_subset(cfg: Any, source: str, train: Split, num_classes: int, imbalance) -> None:
+    """A train list that already is the LT subset must have the profile's class counts."""
+    if source != "split_list":
+        raise ValueError(
+            f"data.list_is_subset=True is for source='split_list' (a packed subset), not "
+            f"{source!r}; set it to False"
+        )
+    have = np.bincount(train.labels, minlength=num_classes)
+    if imbalance is None:
+        return
+    want = np.asarray(
+        long_tail_counts(num_classes, int(have.max()), float(imbalance), cfg.get("profile", "exp"))
+    )
+    if not np.array_equal(have, want):
+        raise ValueError(
+            f"data.list_is_subset=True but the train list's class counts {have.tolist()} are not "
+            f"the IF {imbalance:g} profile {want.tolist()}; set data.imbalance_factor to the list's "
+            "or pack the list again (benchmarks/pack_lt_split.py)"
+        )
+
+
 def _decoded(split: sources.FileSplit) -> sources.ArraySplit:
     images = sources.decode_images(list(split.paths))
     return sources.ArraySplit(images, split.labels, split.class_names, np.asarray(split.paths))
@@ -326,7 +347,9 @@ def build_datasets(
             "from, but data.imbalance_factor is not set; set it (e.g. 100), or set "
             "data.train_pool=False to train on the split as it is"
         )
-    if imbalance is not None and float(imbalance) != 1.0:
+    if bool(_get(cfg, "list_is_subset", False)):
+        _check_listed_subset(cfg, source, train, num_classes, imbalance)
+    elif imbalance is not None and float(imbalance) != 1.0:
         counts = long_tail_profile(cfg, train.labels, train.class_names, float(imbalance))
         train_indices = select_long_tail_indices(train.labels, counts, seed=subset_seed)
         train = train.take(train_indices)
