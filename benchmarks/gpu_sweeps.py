@@ -65,7 +65,19 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
             ("sweep_bench", bench, 60),
             ("single_run", [py, "-m", "fbl_jax.main", *demo, f"--workdir={out / 'runs/one'}"], 60),
             ("sweep_2x2", sw + ["--set=seed=0,1", "--set=loss.name=ce,fbl"], 90),
-            ("until_deadline", sw + ["--set=seed=5", "--config.num_epochs=50"], 10**6),
+            (
+                "until_deadline",
+                [
+                    py,
+                    "-m",
+                    "fbl_jax.sweep_main",
+                    *demo,
+                    f"--workdir={out / 'runs' / 'long'}",
+                    "--set=seed=5",
+                    "--config.num_epochs=50",
+                ],
+                10**6,
+            ),  # fmt: skip
         ]
     bench = [py, "benchmarks/sweep_bench.py", "--runs=1,4,16,64", "--dtypes=fp32,bf16"]
     bench += ["--calls=5", f"--out={out / 'sweep_bench.json'}"]

@@ -363,3 +363,29 @@ def test_a_diverging_run_stops_alone(tmp_path):
     assert (tmp_path / "loss.fbl_scale=60.0" / "checkpoints" / "15").is_dir()
     _, problems = load_run(tmp_path / "loss.fbl_scale=1e+38", "bad")
     assert any("stopped at step" in p for p in problems)
+
+
+def test_sigterm_stops_a_sweep_with_checkpoints_and_it_resumes(
+    tmp_path, monkeypatch, finished_sweep
+):
+    import signal
+
+    from fbl_jax.train import PREEMPTED_EXIT_CODE, Preempted
+
+    _, ref_finals = finished_sweep
+    original = checkpointing.Checkpoints.save
+
+    def save(self, state, meta, best=False):
+        original(self, state, meta, best=best)
+        if int(meta["step"]) == 15 and not best and self.workdir.name == "seed=1,loss.name=la":
+            signal.raise_signal(signal.SIGTERM)  # right after the last run's epoch-1 save
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
+    with pytest.raises(Preempted) as stopped:
+        train_sweep(tiny_config(), SETS, tmp_path)
+    assert stopped.value.code == PREEMPTED_EXIT_CODE
+    monkeypatch.undo()
+    for name in ref_finals:
+        steps = sorted(int(p.name) for p in (tmp_path / name / "checkpoints").iterdir())
+        assert steps == [15], (name, steps)
+    assert train_sweep(tiny_config(), SETS, tmp_path) == ref_finals
