@@ -23,7 +23,6 @@ import jax
 import numpy as np
 
 from fbl_jax import bbn, checkpointing, defaults, evaluate, optim, sweep_loss, train_steps
-from fbl_jax.data import build_datasets
 from fbl_jax.defaults import ConfigError
 from fbl_jax.metric_writers import MetricWriter, NonFiniteError
 from fbl_jax.sweep_spec import Program, SweepRun, differences, expand, group_programs
@@ -33,7 +32,10 @@ from fbl_jax.train import (
     Preempted,
     build_model,
     check_devices,
+    init_train_state,
+    load_data,
     read_final_record,
+    run_identity,
     sigterm_flag,
 )
 
@@ -132,13 +134,7 @@ def train_program(program: Program, root: pathlib.Path) -> dict[str, dict[str, A
     config = configs[0]  # every field a program shares is the same in all its runs
     names = [r.name for r in program.runs]
     log.info("program %d: %d run(s): %s", program.index, len(names), ", ".join(names))
-    bundle = build_datasets(
-        config.data,
-        global_batch_size=config.batch_size,
-        seed=config.seed,
-        eval_batch_size=config.eval_batch_size,
-        num_epochs=config.num_epochs,
-    )
+    bundle = load_data(config)
     spe = bundle.steps_per_epoch
     total_steps = config.num_epochs * spe
     counts = np.asarray(bundle.class_counts)
@@ -150,18 +146,10 @@ def train_program(program: Program, root: pathlib.Path) -> dict[str, dict[str, A
         h["seed"] = np.int32(c.seed)
         hypers.append(h)
     states, tx = [], None
-    for c in configs:
-        rng = jax.random.key(c.seed, impl="rbg")
-        variables = train_steps.init_variables(rng, model, bundle.image_shape)
-        tx = optim.make_optimizer(c.optimizer, lr_schedule, variables["params"], c.model.freeze)
-        states.append(train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables))
-    identity = {
-        "model": config.model.name,
-        "head": config.model.head,
-        "num_classes": bundle.num_classes,
-        "class_counts": counts.tolist(),
-        "image_shape": list(bundle.image_shape),
-    }
+    for c in configs:  # as fbl-train initialises each seed
+        state, tx = init_train_state(c, model, bundle.image_shape, lr_schedule)
+        states.append(state)
+    identity = run_identity(config, bundle)
     is_chief = jax.process_index() == 0
     ios = [_RunIO(r, root, identity, is_chief) for r in program.runs]
     start = _restore(ios, states)

@@ -57,6 +57,46 @@ def check_devices(global_batch: int, what: str = "config.batch_size") -> None:
         )
 
 
+def load_data(config: Any):
+    """The config's DataBundle (its seed orders the data; fbl-sweep gives each run its own)."""
+    return build_datasets(
+        config.data,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        eval_batch_size=config.eval_batch_size,
+        num_epochs=config.num_epochs,
+    )
+
+
+def init_train_state(config: Any, model: Any, image_shape: tuple, lr_schedule: Any):
+    """(TrainState at step 0, optimizer) for `config.seed`, pretrained weights loaded."""
+    # rbg keys: the same initialisation for a seed on a given backend, and XLA compiles the
+    # init in a fifth of threefry's time on CPU. The parameters live in checkpoints afterwards.
+    rng = jax.random.key(config.seed, impl="rbg")
+    variables = train_steps.init_variables(rng, model, image_shape)
+    if config.model.pretrained:
+        state_dict = load_state_dict_file(config.model.pretrained)
+        variables = load_torchvision_weights(
+            variables, state_dict, skip_head=config.model.pretrained_skip_head
+        )
+        log.info("loaded pretrained weights from %s", config.model.pretrained)
+    tx = optim.make_optimizer(
+        config.optimizer, lr_schedule, variables["params"], config.model.freeze
+    )
+    return train_steps.create_train_state(rng, model, image_shape, tx, variables), tx
+
+
+def run_identity(config: Any, bundle: Any) -> dict[str, Any]:
+    """What a checkpoint must share with the run that restores it (checkpointing.IDENTITY_KEYS)."""
+    return {
+        "model": config.model.name,
+        "head": config.model.head,
+        "num_classes": bundle.num_classes,
+        "class_counts": np.asarray(bundle.class_counts).tolist(),
+        "image_shape": list(bundle.image_shape),
+    }
+
+
 def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Train and evaluate as `config` says; resume from the latest checkpoint in `workdir`.
 
@@ -75,13 +115,7 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
             f"loss {config.loss.name!r} is defined on cosine logits: set config.model.head='cosine'"
         )
 
-    bundle = build_datasets(
-        config.data,
-        global_batch_size=config.batch_size,
-        seed=config.seed,
-        eval_batch_size=config.eval_batch_size,
-        num_epochs=config.num_epochs,
-    )
+    bundle = load_data(config)
     spe = bundle.steps_per_epoch
     total_steps = config.num_epochs * spe
     class_counts = np.asarray(bundle.class_counts)
@@ -101,28 +135,8 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
     model = build_model(config, bundle.num_classes)
     loss_fn = losses.make_loss(config.loss, class_counts, config.num_epochs)
     lr_schedule = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
-    # rbg keys: the same initialisation for a seed on a given backend, and XLA compiles the
-    # init in a fifth of threefry's time on CPU. The parameters live in checkpoints afterwards.
-    rng = jax.random.key(config.seed, impl="rbg")
-    variables = train_steps.init_variables(rng, model, bundle.image_shape)
-    if config.model.pretrained:
-        state_dict = load_state_dict_file(config.model.pretrained)
-        variables = load_torchvision_weights(
-            variables, state_dict, skip_head=config.model.pretrained_skip_head
-        )
-        log.info("loaded pretrained weights from %s", config.model.pretrained)
-    tx = optim.make_optimizer(
-        config.optimizer, lr_schedule, variables["params"], config.model.freeze
-    )
-    state = train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables)
-
-    identity = {
-        "model": config.model.name,
-        "head": config.model.head,
-        "num_classes": bundle.num_classes,
-        "class_counts": class_counts.tolist(),
-        "image_shape": list(bundle.image_shape),
-    }
+    state, tx = init_train_state(config, model, bundle.image_shape, lr_schedule)
+    identity = run_identity(config, bundle)
     ckpts = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
     meta: dict[str, Any] = {"best_minival": None, "best_step": None, "best_test_record": None}
     meta["last_test_record"] = None
