@@ -11,7 +11,7 @@ to OUT/<stage>.log; run directories (without checkpoints) come back as OUT/runs.
 Stages (plan `gpu`): the sweep call's throughput for 1/4/16/64 runs in fp32 and bf16; one
 200-epoch CIFAR-10-LT IF 100 fbl-train run (its timing.json splits compile/train/eval/
 checkpoint); Table 2 at IF 100 as one 6-method x 3-seed sweep (+ LDAM-DRW, its own program:
-cosine head); Table 4's curricula and the A ablation x 3 seeds; Table 2 at IF 50.
+cosine head); Table 4's curricula and the A ablation x 3 seeds; Table 2 at IF 50; BBN x 3 seeds.
 """
 
 from __future__ import annotations
@@ -46,8 +46,15 @@ def data_flags(data: str, imbalance: int) -> list[str]:
     ]
 
 
-def sweep(out: pathlib.Path, name: str, data: list[str], sets: list[str], extra=()) -> list[str]:
-    cmd = [sys.executable, "-m", "fbl_jax.sweep_main", "--config=configs/cifar10_lt.py"]
+def sweep(
+    out: pathlib.Path,
+    name: str,
+    data: list[str],
+    sets: list[str],
+    extra=(),
+    config: str = "configs/cifar10_lt.py",
+) -> list[str]:
+    cmd = [sys.executable, "-m", "fbl_jax.sweep_main", f"--config={config}"]
     cmd += [f"--workdir={out / 'runs' / name}", *data, *extra]
     return cmd + [f"--set={s}" for s in sets]
 
@@ -113,6 +120,11 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
         ),  # fmt: skip
         ("a_ablation", sweep(out, "c10_if100_A", if100, [SEEDS, "loss.fbl_scale=15,30,120"]), 120),
         ("table2_if50", sweep(out, "c10_if50_t2", if50, [SEEDS, METHODS]), 150),
+        (
+            "bbn_if100",
+            sweep(out, "c10_if100_bbn", if100, [SEEDS], config="configs/cifar10_lt_bbn.py"),
+            150,
+        ),
     ]
 
 
