@@ -41,6 +41,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # fbl-sweep: how a program's runs share a step: "vmap" (batched, for accelerators), "unroll"
     # (each run's step in turn, for the CPU) or "auto" (that choice by backend; sweep.py)
     c.sweep_run_axis = "auto"
+    # Evaluation as one compiled call per split (a scan over its batches, kept on the device):
+    # "auto" on accelerators with the on-device pipeline, "always", or "never" (a call a batch)
+    c.eval_in_one_call = "auto"
     c.half_precision = False  # bfloat16 compute, float32 params/BN statistics/loss
 
     c.model = ml_collections.ConfigDict()
@@ -197,7 +200,17 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
         "data.second_sampler": ("", *SAMPLER_NAMES),
         "distributed.initialize": ("auto", "never", "explicit"),
         "sweep_run_axis": ("auto", "vmap", "unroll"),
+        "eval_in_one_call": ("auto", "always", "never"),
     }
+
+
+def resolve_eval_in_one_call(config: Any, backend: str) -> bool:
+    """config.eval_in_one_call for this backend: the scan costs a device-resident copy of the
+    eval split (fine for CIFAR-sized data, which is what the on-device pipeline holds)."""
+    setting = config.get("eval_in_one_call", "auto")
+    if setting == "auto":
+        return backend != "cpu" and config.data.pipeline == "device"
+    return setting == "always"
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

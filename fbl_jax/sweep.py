@@ -259,7 +259,11 @@ class _ProgramLoop:
             else None
         )
         eval_fn = train_steps.make_eval_step(model, bundle.num_classes)
-        self.p_eval = jax.pmap(jax.vmap(eval_fn, in_axes=(0, 0, None)), axis_name=train_steps.AXIS)
+        self.evaluate = train_steps.Evaluator(
+            jax.vmap(eval_fn, in_axes=(0, 0, None)),
+            bundle.eval_iter,
+            defaults.resolve_eval_in_one_call(config, jax.default_backend()),
+        )
         self.device_data = flax.jax_utils.replicate(pipeline.device_data())
         self.hypers = flax.jax_utils.replicate(sweep_loss.stack_hypers(hypers))
         self.timing = WallClock(root, f"timing_program{program.index}.json")
@@ -402,12 +406,7 @@ class _ProgramLoop:
             with self.timing.measure("eval"):
                 by_split = {}
                 for split in self.bundle.eval_splits:
-                    by_split[split] = train_steps.run_evaluation(
-                        self.p_eval,
-                        p_state.params,
-                        p_state.batch_stats,
-                        self.bundle.eval_iter(split),
-                    )
+                    by_split[split] = self.evaluate(split, p_state.params, p_state.batch_stats)
             for r, io in enumerate(self.ios):
                 if io.failed:
                     continue

@@ -173,9 +173,7 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
         def evaluate_all(p_state, step: int) -> dict[str, dict]:
             records = {}
             for split in bundle.eval_splits:
-                stats = train_steps.run_evaluation(
-                    runner.p_eval, p_state.params, p_state.batch_stats, bundle.eval_iter(split)
-                )
+                stats = runner.evaluate(split, p_state.params, p_state.batch_stats)
                 record = {"type": "eval", "step": step, "epoch": step / spe, "split": split}
                 record.update(evaluate.metrics_from_stats(stats, class_counts))
                 writer.write(record)
@@ -329,8 +327,10 @@ class _Runner:
             if self.k == defaults.LOOP
             else None
         )
-        self.p_eval = jax.pmap(
-            train_steps.make_eval_step(model, bundle.num_classes), axis_name=train_steps.AXIS
+        self.evaluate = train_steps.Evaluator(
+            train_steps.make_eval_step(model, bundle.num_classes),
+            bundle.eval_iter,
+            defaults.resolve_eval_in_one_call(config, jax.default_backend()),
         )
         self._host_iter = None  # tf pipeline: the iterator, and the step it will yield next
         self._host_iter_step: int | None = None

@@ -13,6 +13,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fbl_jax import bbn, evaluate
@@ -205,6 +206,33 @@ def make_eval_step(model: nn.Module, num_classes: int) -> Callable:
     return eval_fn
 
 
+def stack_eval_batches(batches: Any) -> dict[str, Any]:
+    """Every batch of a split as one array per key: (local devices, batches, per device, ...)."""
+    listed = list(batches)
+    if not listed:
+        raise ValueError("the evaluation split produced no batches")
+    return {k: np.stack([b[k] for b in listed], axis=1) for k in listed[0]}
+
+
+def make_eval_scan(eval_fn: Callable) -> Callable:
+    """A whole split in one call (to be pmapped): lax.scan over its stacked batches, the psum'd
+    statistics summed on the device, so an evaluation is one dispatch and one fetch."""
+
+    def run(params, batch_stats, stacked):
+        first = jax.tree_util.tree_map(lambda x: x[0], stacked)
+        shapes = jax.eval_shape(eval_fn, params, batch_stats, first)
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        def body(total, batch):
+            stats = eval_fn(params, batch_stats, batch)
+            return jax.tree_util.tree_map(jnp.add, total, stats), None
+
+        total, _ = jax.lax.scan(body, zeros, stacked)
+        return total
+
+    return run
+
+
 def run_evaluation(
     p_eval: Callable, params: Any, batch_stats: Any, batches: Any, logit_bias: Any = None
 ) -> dict[str, Any]:
@@ -219,3 +247,29 @@ def run_evaluation(
     if totals is None:
         raise ValueError("the evaluation split produced no batches")
     return jax.tree_util.tree_map(lambda x: jax.device_get(x[0]), totals)
+
+
+class Evaluator:
+    """Evaluate a split: one compiled call a batch, or (`one_call`) one call for the whole
+    split on its stacked batches, placed on the devices once and reused at every evaluation.
+
+    `eval_fn(params, batch_stats, batch) -> psum'd stats` is the per-device step (a sweep
+    passes it vmapped over its runs); statistics come back from the first device, summed.
+    """
+
+    def __init__(self, eval_fn: Callable, batches_of: Callable[[str], Any], one_call: bool):
+        self.batches_of = batches_of
+        self.one_call = one_call
+        self.p_eval = jax.pmap(eval_fn, axis_name=AXIS)
+        self.p_scan = jax.pmap(make_eval_scan(eval_fn), axis_name=AXIS) if one_call else None
+        self._on_device: dict[str, Any] = {}
+
+    def __call__(self, split: str, params: Any, batch_stats: Any) -> dict[str, Any]:
+        if not self.one_call:
+            return run_evaluation(self.p_eval, params, batch_stats, self.batches_of(split))
+        if split not in self._on_device:
+            stacked = stack_eval_batches(self.batches_of(split))
+            # an identity pmap leaves each device's part of the split on that device
+            self._on_device[split] = jax.pmap(lambda t: t)(stacked)
+        stats = self.p_scan(params, batch_stats, self._on_device[split])
+        return jax.tree_util.tree_map(lambda x: jax.device_get(x[0]), stats)

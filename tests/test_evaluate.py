@@ -77,3 +77,34 @@ def test_absent_class_and_empty_group():
     assert m["few_shot"] is None and m["medium_shot"] is None
     with pytest.raises(ValueError, match="no examples"):
         evaluate.metrics_from_stats({k: v * 0 for k, v in stats.items()}, np.array([1, 1]))
+
+
+def test_one_call_evaluation_equals_a_call_per_batch(tmp_path):
+    """config.eval_in_one_call (the accelerators' default): the same eval records."""
+    from train_helpers import read_records, tiny_config
+
+    from fbl_jax.train import train_and_evaluate
+
+    evals = {}
+    for setting in ("never", "always"):
+        workdir = tmp_path / setting
+        train_and_evaluate(tiny_config(num_epochs=1, eval_in_one_call=setting), workdir)
+        evals[setting] = [r for r in read_records(workdir) if r["type"] == "eval"]
+    assert [r["split"] for r in evals["always"]] == ["test", "minival"]
+    for a, b in zip(evals["never"], evals["always"]):
+        assert a["num_examples"] == b["num_examples"] > 0  # every image once, padding masked
+        assert a["per_class_accuracy"] == b["per_class_accuracy"]
+        assert a["confusion"] == b["confusion"]
+        np.testing.assert_allclose(b["feature_norm_per_class"], a["feature_norm_per_class"], 1e-5)
+
+
+def test_defaults_choose_one_call_evaluation_on_accelerators_only():
+    from fbl_jax import defaults
+
+    config = defaults.get_default_config()
+    assert defaults.resolve_eval_in_one_call(config, "gpu")
+    assert not defaults.resolve_eval_in_one_call(config, "cpu")
+    config.data.pipeline = "tf"
+    assert not defaults.resolve_eval_in_one_call(config, "tpu")
+    config.eval_in_one_call = "always"
+    assert defaults.resolve_eval_in_one_call(config, "cpu")

@@ -344,12 +344,14 @@ def test_another_sweep_in_the_same_workdir_is_an_error(finished_sweep):
 
 
 def test_a_diverging_run_stops_alone(tmp_path):
-    config = tiny_config(
-        **{"num_epochs": 1, "loss.alpha_per_epoch": False, "loss.curriculum": "linear"}
+    config = tiny_config(  # also the sweep's one-call (scanned, vmapped) evaluation
+        **{"num_epochs": 1, "loss.alpha_per_epoch": False, "loss.curriculum": "linear"},
+        eval_in_one_call="always",
     )
     finals = train_sweep(config, [("loss.fbl_scale", [60.0, 1e38])], tmp_path)
     good, bad = finals["loss.fbl_scale=60.0"], finals["loss.fbl_scale=1e+38"]
     assert "failed" not in good and good["last"]["top1"] > 0
+    assert good["last"]["num_examples"] == 539  # the demo's test split, every image once
     assert bad["failed"].startswith("loss is") and "at step" in bad["failed"]
     records = [
         json.loads(line)
