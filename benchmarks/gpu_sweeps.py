@@ -8,6 +8,9 @@ a hard deadline: at the deadline it gets SIGTERM (fbl-train and fbl-sweep write 
 and exit 143), so a later call with the same --out resumes it. Every stage's stdout/stderr goes
 to OUT/<stage>.log; run directories (without checkpoints) come back as OUT/runs.tar.gz.
 
+Plan `gpu100` (a second call, carrying .data/c100lt instead: pack_lt_split.py --config
+configs/cifar100_lt.py) runs CIFAR-100-LT's Table 2 at IF 100 and 50 and LDAM-DRW.
+
 Stages (plan `gpu`): the sweep call's throughput for 1/4/16/64 runs in fp32 and bf16; one
 200-epoch CIFAR-10-LT IF 100 fbl-train run (its timing.json splits compile/train/eval/
 checkpoint); Table 2 at IF 100 as one 6-method x 3-seed sweep (+ LDAM-DRW, its own program:
@@ -42,6 +45,7 @@ def data_flags(data: str, imbalance: int) -> list[str]:
         f"--config.data.val_list={d / f'if{imbalance}_minival.txt'}",
         f"--config.data.test_list={d / 'test.txt'}",
         "--config.data.list_is_subset=True",
+        "--config.data.train_pool=False",
         f"--config.data.imbalance_factor={imbalance}",
     ]
 
@@ -84,6 +88,29 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
                     "--config.num_epochs=50",
                 ],
                 10**6,
+            ),  # fmt: skip
+        ]
+    if kind == "gpu100":  # CIFAR-100-LT: its own call (its packed data is 61 MB)
+        c100 = "configs/cifar100_lt.py"
+        if100, if50 = data_flags(data_dir, 100), data_flags(data_dir, 50)
+        return [
+            (
+                "c100_table2_if100",
+                sweep(out, "c100_if100_t2", if100, [SEEDS, METHODS], (), c100),
+                200,
+            ),
+            ("c100_table2_if50", sweep(out, "c100_if50_t2", if50, [SEEDS, METHODS], (), c100), 200),
+            (
+                "c100_if100_ldam",
+                sweep(
+                    out,
+                    "c100_if100_ldam",
+                    if100,
+                    [SEEDS, "loss.name=ldam_drw"],
+                    ["--config.model.head=cosine"],
+                    c100,
+                ),
+                120,
             ),  # fmt: skip
         ]
     bench = [py, "benchmarks/sweep_bench.py", "--runs=1,4,16,64", "--dtypes=fp32,bf16"]
@@ -150,7 +177,7 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--data", default=".data/c10lt", help="benchmarks/pack_lt_split.py output")
     p.add_argument("--budget-s", type=float, default=540)
-    p.add_argument("--plan", default="gpu", choices=("gpu", "tiny"))
+    p.add_argument("--plan", default="gpu", choices=("gpu", "gpu100", "tiny"))
     p.add_argument("--only", default="", help="comma-separated stage names")
     args = p.parse_args()
     t_end = time.time() + args.budget_s - 25  # leave time to pack the results
