@@ -476,8 +476,15 @@ def resolve_run_axis(setting: str, backend: str) -> str:
 
 
 def make_sweep_step(
-    model, tx, lr_schedule, spe: int, pipeline, num_epochs: int, bbn_alpha=None, run_axis="vmap"
-):
+    model: Any,
+    tx: Any,
+    lr_schedule: Any,
+    spe: int,
+    pipeline: Any,
+    num_epochs: int,
+    bbn_alpha: Any = None,
+    run_axis: str = "vmap",
+) -> Any:
     """(stacked states, device data, stacked loss arrays) → (states, metrics (R,) each): the
     single-run train step over a run axis, each run with its own data seed and loss arrays;
     `run_axis` "vmap" batches the runs, "unroll" traces each run's step in turn."""

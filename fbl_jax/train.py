@@ -57,7 +57,7 @@ def check_devices(global_batch: int, what: str = "config.batch_size") -> None:
         )
 
 
-def load_data(config: Any):
+def load_data(config: Any) -> Any:
     """The config's DataBundle (its seed orders the data; fbl-sweep gives each run its own)."""
     return build_datasets(
         config.data,
@@ -68,7 +68,9 @@ def load_data(config: Any):
     )
 
 
-def init_train_state(config: Any, model: Any, image_shape: tuple, lr_schedule: Any):
+def init_train_state(
+    config: Any, model: Any, image_shape: tuple, lr_schedule: Any
+) -> tuple[train_steps.TrainState, Any]:
     """(TrainState at step 0, optimizer) for `config.seed`, pretrained weights loaded."""
     # rbg keys: the same initialisation for a seed on a given backend, and XLA compiles the
     # init in a fifth of threefry's time on CPU. The parameters live in checkpoints afterwards.
