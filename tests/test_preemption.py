@@ -103,19 +103,16 @@ def test_speed_window_counts_only_its_own_steps(monkeypatch):
 
 
 def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
-    """The short version of benchmarks/kill_campaign.py: kills inside orbax's temporary
-    folders of the epoch and best/ checkpoints and right after a checkpoint lands."""
+    """The short version of benchmarks/kill_campaign.py: kill -9 inside orbax's temporary
+    folder of an epoch checkpoint and right after one lands, restart, the same final record."""
     spec = importlib.util.spec_from_file_location(
         "kill_campaign", REPO / "benchmarks" / "kill_campaign.py"
     )
     kc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kc)
     result = kc.campaign(
-        tmp_path,
-        kills=3,
-        targets=("latest_tmp", "best_tmp", "after_checkpoint"),
-        num_epochs=3,
+        tmp_path, kills=2, targets=("latest_tmp", "after_checkpoint"), num_epochs=3
     )
     assert kc.passed(result), json.dumps(result, indent=1)
-    assert result["kills"] == 3
+    assert result["kills"] == 2
     assert result["final_equal"] and result["checksum_equal"]
