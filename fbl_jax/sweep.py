@@ -182,10 +182,8 @@ def _restore(ios: list[_RunIO], states: list[Any]) -> int:
     latest = [io.ckpts.latest_step() for io in ios]
     if all(s is None for s in latest):
         return 0
-    if any(s is None for s in latest):
-        common = None
-    else:
-        common = min(latest)
+    # a run without any checkpoint (a kill inside the first round) sends every run back to 0
+    common = 0 if any(s is None for s in latest) else min(latest)
     for r, io in enumerate(ios):
         restored = io.ckpts.restore_latest(states[r], io.identity, at_most=common)
         if restored is None:

@@ -316,15 +316,17 @@ def test_sweep_writes_ordinary_run_directories(finished_sweep):
         assert 0.0 <= finals[name]["last"]["top1"] <= 1.0
 
 
-def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished_sweep):
-    """A crash in the middle of a checkpoint round (run 0 saved step 30, the others not):
-    the restart resumes every run from step 15 and ends with the uninterrupted finals."""
+@pytest.mark.parametrize("kill_step", [30, 15], ids=["second_round", "first_round"])
+def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished_sweep, kill_step):
+    """A crash in the middle of a checkpoint round (run 0 saved the step, the others not): the
+    restart resumes every run from the round before (step 15, or 0 when the first round was
+    cut) and ends with the uninterrupted finals."""
     _, ref_finals = finished_sweep
     original = checkpointing.Checkpoints.save
     calls = {"n": 0}
 
     def save(self, state, meta, best=False):
-        if int(meta["step"]) == 30 and not best:
+        if int(meta["step"]) == kill_step and not best:
             calls["n"] += 1
             if calls["n"] == 2:
                 raise KeyboardInterrupt("simulated kill")
@@ -336,7 +338,7 @@ def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished
     monkeypatch.undo()
     first = tmp_path / "seed=0,loss.name=fbl" / "checkpoints"
     second = tmp_path / "seed=0,loss.name=la" / "checkpoints"
-    assert (first / "30").is_dir() and not (second / "30").exists()
+    assert (first / str(kill_step)).is_dir() and not (second / str(kill_step)).exists()
     finals = train_sweep(tiny_config(), SETS, tmp_path)
     assert finals == ref_finals
 
