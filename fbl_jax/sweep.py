@@ -118,14 +118,11 @@ class _RunIO:
         self.writer: MetricWriter | None = None
         self.failed: str | None = None
         self.last_loss = float("nan")
-        self.saved: dict[str, int | None] = {"latest": None, "best": None}
 
     def save(self, state: Any, step: int, best: bool = False) -> None:
-        kind = "best" if best else "latest"
-        if self.failed or self.saved[kind] == step:
-            return
-        self.ckpts.save(state, {**self.identity, **self.meta, "step": step}, best=best)
-        self.saved[kind] = step
+        """Nothing for a stopped run; a step saved already is kept (Checkpoints.save)."""
+        if not self.failed:
+            self.ckpts.save(state, {**self.identity, **self.meta, "step": step}, best=best)
 
 
 def train_program(program: Program, root: pathlib.Path) -> dict[str, dict[str, Any]]:
@@ -192,7 +189,6 @@ def _restore(ios: list[_RunIO], states: list[Any]) -> int:
             states[r], saved_meta = restored
             io.meta.update({k: saved_meta.get(k) for k in io.meta})
             step = int(states[r].step)
-        io.saved["latest"] = step
         latest[r] = step
     if len(set(latest)) > 1:  # e.g. a run's newest checkpoint was unreadable: start together
         low = min(latest)
@@ -317,8 +313,8 @@ class _ProgramLoop:
                     )
                     speed.restart(step)
                 if step % spe == 0:
-                    with self.timing.measure("train"):
-                        self._check_finite(pending)
+                    with self.timing.measure("train"):  # waits for the dispatched steps
+                        self._check_finite(jax.device_get(pending))
                     self._epoch_end(p_state, step, total_steps)
                     speed.restart(step)
                 if stop.is_set() and step < total_steps:
@@ -351,19 +347,18 @@ class _ProgramLoop:
         self._close()
         return finals
 
-    def _check_finite(self, pending: list) -> None:
-        """Mark runs whose loss went NaN/inf; they stop writing, the others go on."""
-        if not pending:
-            return
-        fetched = jax.device_get([(m["step"], m["loss"]) for m in pending])
+    def _check_finite(self, fetched: list) -> None:
+        """Mark runs whose loss went NaN/inf (in the fetched metrics); they stop writing, the
+        others go on."""
         for r, io in enumerate(self.ios):
             if io.failed:
                 continue
-            for steps, values in fetched:
-                bad = ~np.isfinite(values[0][:, r])
+            for m in fetched:
+                values, steps = m["loss"][0][:, r], m["step"][0][:, r]
+                bad = ~np.isfinite(values)
                 if bad.any():
-                    s = int(steps[0][:, r][np.argmax(bad)])
-                    io.failed = f"loss is {values[0][:, r][np.argmax(bad)]} at step {s}"
+                    s = int(steps[np.argmax(bad)])
+                    io.failed = f"loss is {values[np.argmax(bad)]} at step {s}"
                     io.writer.write({"type": "failed", "step": s, "reason": io.failed})
                     log.error("run %s stopped: %s; the other runs go on", io.run.name, io.failed)
                     break
@@ -374,8 +369,8 @@ class _ProgramLoop:
             )
 
     def _train_records(self, pending: list, step: int) -> None:
-        self._check_finite(pending)
         fetched = jax.device_get(pending)
+        self._check_finite(fetched)
         for r, io in enumerate(self.ios):
             if io.failed:
                 continue

@@ -183,15 +183,10 @@ def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, An
                 records[split] = record
             return records
 
-        saved = {"latest": start_step if restored is not None else None, "best": None}
-
         def save(p_state, step: int, best: bool = False) -> None:
-            kind = "best" if best else "latest"
-            if saved[kind] == step:  # e.g. SIGTERM right after the epoch's checkpoint
-                return
+            # a step saved already (SIGTERM right after the epoch's checkpoint) is kept as is
             host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
             ckpts.save(host_state, {**identity, **meta, "step": step}, best=best)
-            saved[kind] = step
 
         step = start_step
         pending: list[Any] = []
@@ -376,18 +371,19 @@ def _next_multiple(step: int, every: int) -> int:
 
 def _check_pending_finite(pending: list) -> None:
     """Raise NonFiniteError naming the first step whose loss is NaN/inf (waits for the steps)."""
-    if not pending:
-        return
-    fetched = jax.device_get([(m["step"], m["loss"]) for m in pending])
-    for steps, values in fetched:
-        for s, value in zip(steps[0], values[0]):
+    _check_finite_metrics(jax.device_get(pending))
+
+
+def _check_finite_metrics(fetched: list) -> None:
+    for m in fetched:
+        for s, value in zip(m["step"][0], m["loss"][0]):
             check_finite("loss", float(value), int(s))
 
 
 def _train_record(pending: list, step: int, spe: int) -> dict[str, Any]:
     """Fetch the metrics of every step since the last record; stop on the first non-finite loss."""
-    _check_pending_finite(pending)
     fetched = jax.device_get(pending)
+    _check_finite_metrics(fetched)
     # a while-loop call's entry is the mean of `count` steps; a scanned call's, one step each
     counts = np.concatenate([m.get("count", np.ones_like(m["loss"]))[0] for m in fetched])
     losses_ = np.concatenate([m["loss"][0] for m in fetched])
