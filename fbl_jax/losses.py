@@ -24,38 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fbl_jax import curriculum
+from fbl_jax.loss_settings import FBL_FORMS, LOSS_DEFAULTS, LOSS_NAMES
 
 Array = jax.Array
 LossFn = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]
 """`loss_fn(logits, features, labels, epoch) -> (loss, aux)`; `aux` always holds "alpha"."""
 
-LOSS_NAMES: tuple[str, ...] = (
-    "ce",
-    "focal",
-    "cb",
-    "ldam",
-    "ldam_drw",
-    "la",
-    "balanced_softmax",
-    "fbl",
-    "fbl_drw",
-)
-FBL_FORMS: tuple[str, ...] = ("paper", "authors_code")
-
-# Defaults used by `make_loss` when a field is missing from the loss config.
-LOSS_DEFAULTS: dict[str, Any] = {
-    "fbl_form": "paper",
-    "fbl_scale": 1.0,
-    "curriculum": "parabolic",
-    "curriculum_offset": 10.0,
-    "alpha_per_epoch": False,
-    "focal_gamma": 1.0,
-    "cb_beta": 0.9999,
-    "ldam_max_m": 0.5,
-    "ldam_s": 30.0,
-    "drw_start_epoch": 160.0,
-    "la_tau": 1.0,
-}
+# The names and the defaults for missing fields live in loss_settings.py (no JAX import), so
+# fbl-report can read them too.
 
 
 # ----------------------------------------------------------------------------- validation helpers

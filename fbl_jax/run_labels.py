@@ -13,6 +13,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.loss_settings import LOSS_DEFAULTS
 from fbl_jax.run_dir import Run
 
 LOSS_LABELS = {
@@ -27,21 +28,6 @@ LOSS_LABELS = {
     "fbl_drw": "FBL-DRW",
 }
 FBL_FORM_LABELS = {"paper": "paper form", "authors_code": "authors' form"}
-# What losses.make_loss uses for a missing field (losses.LOSS_DEFAULTS; a test keeps them equal).
-# Copied, not imported: importing fbl_jax.losses would import JAX.
-LOSS_DEFAULTS: dict[str, Any] = {
-    "fbl_form": "paper",
-    "fbl_scale": 1.0,
-    "curriculum": "parabolic",
-    "curriculum_offset": 10.0,
-    "alpha_per_epoch": False,
-    "focal_gamma": 1.0,
-    "cb_beta": 0.9999,
-    "ldam_max_m": 0.5,
-    "ldam_s": 30.0,
-    "drw_start_epoch": 160.0,
-    "la_tau": 1.0,
-}
 # Each FBL form's usual A and curriculum (configs/cifar10_lt.py for the authors' form).
 FBL_FORM_DEFAULTS = {
     "paper": {"fbl_scale": 1.0, "curriculum": "parabolic"},
