@@ -113,6 +113,23 @@ def check_config_overrides(prog: str, argv: Sequence[str], flag: str, default_fi
             walked.append(part)
 
 
+def start(argv: Sequence[str], distributed_config: Any) -> None:
+    """What every entry point does before its work: reject stray arguments, keep orbax's absl
+    logs at WARNING while fbl_jax reports at INFO, fast CPU flags, join hosts (jax.distributed)."""
+    import logging as std_logging
+
+    from absl import logging
+
+    from fbl_jax import cpu_flags, distributed
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
+    cpu_flags.apply_fast_cpu_flags()
+    distributed.maybe_initialize(distributed_config)
+
+
 def run_absl(
     prog: str,
     main: Callable[[list[str]], Any],

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging as std_logging
 import pathlib
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from fbl_jax import cli, cpu_flags, distributed
+from fbl_jax import cli
 from fbl_jax.decouple import METHODS
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "decouple.py"
@@ -39,10 +39,6 @@ def define_flags() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
     if not std_logging.getLogger().handlers:
         std_logging.basicConfig(level=std_logging.INFO, format="%(asctime)s %(message)s")
     config = FLAGS.config
@@ -51,8 +47,7 @@ def main(argv: list[str]) -> None:
             config.method = FLAGS.method
         if FLAGS["from"].value is not None:
             config.from_run = FLAGS["from"].value
-    cpu_flags.apply_fast_cpu_flags()
-    distributed.maybe_initialize(config.distributed)
+    cli.start(argv, config.distributed)
     from fbl_jax.decouple import run_decouple  # after jax.distributed joins hosts
 
     run_decouple(config, FLAGS.workdir)  # bad input: one line, exit 2 (cli.run_absl)

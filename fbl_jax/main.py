@@ -9,12 +9,10 @@ checkpoint and exits 143. Bad input (an unknown config field, a missing data roo
 
 from __future__ import annotations
 
-import logging as std_logging
-
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from fbl_jax import cli, cpu_flags, distributed
+from fbl_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -27,13 +25,7 @@ def define_flags() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # absl at WARNING keeps orbax quiet; fbl_jax's own logger reports progress at INFO.
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
-    cpu_flags.apply_fast_cpu_flags()
-    distributed.maybe_initialize(FLAGS.config.distributed)
+    cli.start(argv, FLAGS.config.distributed)
     from fbl_jax.train import train_and_evaluate  # after jax.distributed joins hosts
 
     train_and_evaluate(FLAGS.config, FLAGS.workdir)

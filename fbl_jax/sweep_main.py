@@ -14,12 +14,10 @@ a killed sweep.
 
 from __future__ import annotations
 
-import logging as std_logging
-
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from fbl_jax import cli, cpu_flags, distributed
+from fbl_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -35,12 +33,7 @@ def define_flags() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
-    cpu_flags.apply_fast_cpu_flags()
-    distributed.maybe_initialize(FLAGS.config.distributed)
+    cli.start(argv, FLAGS.config.distributed)
     from fbl_jax.sweep import train_sweep  # after jax.distributed joins hosts
     from fbl_jax.sweep_spec import parse_set
 
