@@ -39,11 +39,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "fbl-train=fbl_jax.main:run",
+            "fbl-train=fbl_jax.cli.train:run",
             "fbl-report=fbl_jax.report:run",
-            "fbl-decouple=fbl_jax.decouple_main:run",
+            "fbl-decouple=fbl_jax.cli.decouple:run",
             "fbl-bench=fbl_jax.benchmark:run",
-            "fbl-sweep=fbl_jax.sweep_main:run",
+            "fbl-sweep=fbl_jax.cli.sweep:run",
         ]
     },
 )

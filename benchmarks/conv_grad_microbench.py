@@ -9,7 +9,7 @@ Prints the median milliseconds of 20 calls after one compiling call.
 
 import time
 
-from fbl_jax.cpu_flags import apply_fast_cpu_flags
+from fbl_jax.cli.cpu_flags import apply_fast_cpu_flags
 
 apply_fast_cpu_flags()
 

@@ -30,7 +30,7 @@ print(sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, 
 preflight() {
   python3 -c "$versions" 2>&1 | tee -a "$out/versions.txt"
   rm -rf /tmp/preflight
-  python3 -m fbl_jax.main --config=configs/demo.py --workdir=/tmp/preflight \
+  python3 -m fbl_jax.cli.train --config=configs/demo.py --workdir=/tmp/preflight \
     --config.model.name=resnet8 --config.num_epochs=2 --config.loss.curriculum_offset=0.5 --config.eval_every_epochs=1 \
     --config.checkpoint_every_epochs=1 >>"$out/preflight.log" 2>&1
 }

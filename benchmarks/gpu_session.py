@@ -128,7 +128,7 @@ class Session:
     # training ----------------------------------------------------------------------------------
     def start(self, run: Run) -> None:
         workdir = self.runs_dir / run.name
-        cmd = [sys.executable, "-m", "fbl_jax.main", f"--config={run.config}",
+        cmd = [sys.executable, "-m", "fbl_jax.cli.train", f"--config={run.config}",
                f"--workdir={workdir}", *run.overrides]  # fmt: skip
         log = open(self.runs_dir / f"{run.name}.log", "ab")  # noqa: SIM115 (lives with the proc)
         run.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -58,7 +58,7 @@ def sweep(
     extra=(),
     config: str = "configs/cifar10_lt.py",
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "fbl_jax.sweep_main", f"--config={config}"]
+    cmd = [sys.executable, "-m", "fbl_jax.cli.sweep", f"--config={config}"]
     cmd += [f"--workdir={out / 'runs' / name}", *data, *extra]
     return cmd + [f"--set={s}" for s in sets]
 
@@ -71,17 +71,21 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
         demo += ["--config.loss.curriculum_offset=0.5", "--config.eval_every_epochs=1"]
         bench = [py, "benchmarks/sweep_bench.py", "--model=resnet8", "--runs=1,2"]
         bench += ["--calls=2", "--warmup=0", "--num-images=512", f"--out={out / 'bench.json'}"]
-        sw = [py, "-m", "fbl_jax.sweep_main", *demo, f"--workdir={out / 'runs' / 'tiny_sweep'}"]
+        sw = [py, "-m", "fbl_jax.cli.sweep", *demo, f"--workdir={out / 'runs' / 'tiny_sweep'}"]
         return [
             ("sweep_bench", bench, 60),
-            ("single_run", [py, "-m", "fbl_jax.main", *demo, f"--workdir={out / 'runs/one'}"], 60),
+            (
+                "single_run",
+                [py, "-m", "fbl_jax.cli.train", *demo, f"--workdir={out / 'runs/one'}"],
+                60,
+            ),
             ("sweep_2x2", sw + ["--set=seed=0,1", "--set=loss.name=ce,fbl"], 90),
             (
                 "until_deadline",
                 [
                     py,
                     "-m",
-                    "fbl_jax.sweep_main",
+                    "fbl_jax.cli.sweep",
                     *demo,
                     f"--workdir={out / 'runs' / 'long'}",
                     "--set=seed=5",
@@ -116,7 +120,7 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
     bench = [py, "benchmarks/sweep_bench.py", "--runs=1,4,16,64", "--dtypes=fp32,bf16"]
     bench += ["--calls=5", f"--out={out / 'sweep_bench.json'}"]
     if100, if50 = data_flags(data_dir, 100), data_flags(data_dir, 50)
-    one = [py, "-m", "fbl_jax.main", "--config=configs/cifar10_lt.py", *if100]
+    one = [py, "-m", "fbl_jax.cli.train", "--config=configs/cifar10_lt.py", *if100]
     one += [f"--workdir={out / 'runs' / 'c10_if100_fbl_single'}"]
     return [
         ("sweep_bench", bench, 120),

@@ -43,7 +43,7 @@ CHECKSUM_RE = re.compile(r"parameter checksum (\S+)")
 
 
 def command(workdir: pathlib.Path, **overrides: Any) -> list[str]:
-    args = [sys.executable, "-m", "fbl_jax.main", f"--config={DEMO}", f"--workdir={workdir}"]
+    args = [sys.executable, "-m", "fbl_jax.cli.train", f"--config={DEMO}", f"--workdir={workdir}"]
     for key, value in {**TINY, **overrides}.items():
         args.append(f"--config.{key}={value}")
     return args

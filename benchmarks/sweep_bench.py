@@ -58,7 +58,7 @@ def main() -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from fbl_jax import cpu_flags, xla_cache
+    from fbl_jax.cli import cpu_flags, xla_cache
 
     cpu_flags.apply_fast_cpu_flags()
     xla_cache.enable()
@@ -68,13 +68,16 @@ def main() -> int:
     import ml_collections
     import numpy as np
 
-    from fbl_jax import defaults, optim, sweep_loss, train_steps
+    from fbl_jax import defaults
     from fbl_jax.benchmark import synthetic_class_counts
     from fbl_jax.data.device_pipeline import DevicePipeline
     from fbl_jax.data.samplers import make_sampler
+    from fbl_jax.losses import program as sweep_loss
     from fbl_jax.models import get_model
     from fbl_jax.models.layers import resolve_bn_impl
-    from fbl_jax.sweep import make_sweep_step, resolve_run_axis
+    from fbl_jax.train import optimizer as optim
+    from fbl_jax.train import steps as train_steps
+    from fbl_jax.train.sweep import make_sweep_step, resolve_run_axis
 
     backend = jax.default_backend()
     devices = jax.local_devices()

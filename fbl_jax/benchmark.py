@@ -29,11 +29,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fbl_jax import cpu_flags, defaults, losses, optim, train_steps, xla_cache
+from fbl_jax import defaults, losses
+from fbl_jax.cli import cpu_flags, xla_cache
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
 from fbl_jax.models.layers import resolve_bn_impl
+from fbl_jax.train import optimizer as optim
+from fbl_jax.train import steps as train_steps
 
 WHATS = ("train", "pipeline", "eval", "all")
 PIPELINES = ("device", "tf", "both")

@@ -169,7 +169,7 @@ def check_loss_numbers(config: Any) -> None:
         losses.make_loss(config.loss, [2, 1], config.num_epochs)
     except ValueError as err:
         raise ConfigError(f"config.loss: {err}") from None
-    from fbl_jax import bbn
+    from fbl_jax.train import bbn
 
     problem = bbn.check_config(config)
     if problem:
@@ -178,12 +178,14 @@ def check_loss_numbers(config: Any) -> None:
 
 def choice_fields() -> dict[str, tuple[str, ...]]:
     """Config fields that name one of a fixed set of things, with that set."""
-    from fbl_jax import curriculum, losses, optim
+    from fbl_jax import losses
     from fbl_jax.data.bundle import PIPELINES, SOURCES
     from fbl_jax.data.long_tail import PROFILES
     from fbl_jax.data.samplers import SAMPLER_NAMES
+    from fbl_jax.losses import curriculum
     from fbl_jax.models import MODEL_NAMES
     from fbl_jax.models.heads import HEAD_NAMES
+    from fbl_jax.train import optimizer as optim
 
     return {
         "model.name": MODEL_NAMES,

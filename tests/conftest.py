@@ -6,7 +6,7 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-from fbl_jax.cpu_flags import apply_fast_cpu_flags  # noqa: E402
+from fbl_jax.cli.cpu_flags import apply_fast_cpu_flags  # noqa: E402
 
 apply_fast_cpu_flags()  # as the entry points do; subprocesses inherit XLA_FLAGS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -13,12 +13,15 @@ import pytest
 from scipy import stats
 from train_helpers import assert_trees_equal, final_params, read_records, tiny_config
 
-from fbl_jax import bbn, defaults, losses, train, train_steps
+from fbl_jax import defaults, losses
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import make_sampler
 from fbl_jax.models import get_model
-from fbl_jax.run_dir import load_run
-from fbl_jax.run_labels import method_name
+from fbl_jax.report.labels import method_name
+from fbl_jax.report.run_dir import load_run
+from fbl_jax.train import bbn
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train import trainer as train
 
 COUNTS = np.array([200, 90, 40, 18, 8])
 

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from fbl_jax import checkpointing
+from fbl_jax.train import checkpoints as checkpointing
 
 IDENTITY = {"model": "resnet32", "head": "linear", "num_classes": 3, "class_counts": [5, 3, 1]}
 

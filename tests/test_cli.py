@@ -7,7 +7,7 @@ import pytest
 from train_helpers import DEMO, REPO, subprocess_env
 
 
-def _run(*args, module="fbl_jax.main"):
+def _run(*args, module="fbl_jax.cli.train"):
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         env=subprocess_env(1),
@@ -37,7 +37,7 @@ def test_train_help_lists_flags_overrides_and_configs():
 
 
 def test_decouple_help_lists_its_flags():
-    out = _run("--help", module="fbl_jax.decouple_main")
+    out = _run("--help", module="fbl_jax.cli.decouple")
     assert out.returncode == 0, out.stderr
     for needle in ("--method", "--from", "--workdir", "tau_norm", "--config.crt.epochs=5"):
         assert needle in out.stdout, needle
@@ -76,15 +76,13 @@ def test_train_missing_data_root_names_the_field(tmp_path):
 
 
 def test_decouple_mistakes_are_one_line(tmp_path):
-    out = _run(
-        f"--workdir={tmp_path / 'd'}", "--config.crt.epoch=3", module="fbl_jax.decouple_main"
-    )
+    out = _run(f"--workdir={tmp_path / 'd'}", "--config.crt.epoch=3", module="fbl_jax.cli.decouple")
     _assert_one_line_error(out, "fbl-decouple", "'crt.epoch'", "did you mean epochs")
     out = _run(
         f"--workdir={tmp_path / 'd'}",
         f"--from={tmp_path / 'missing'}",
         "--method=tau_norm",
-        module="fbl_jax.decouple_main",
+        module="fbl_jax.cli.decouple",
     )
     _assert_one_line_error(out, "fbl-decouple", "does not exist")
     assert not (tmp_path / "d").exists()
@@ -96,15 +94,15 @@ def test_bench_mistake_is_one_line():
 
 
 def test_sweep_help_and_mistakes(tmp_path):
-    out = _run("--help", module="fbl_jax.sweep_main")
+    out = _run("--help", module="fbl_jax.cli.sweep")
     assert out.returncode == 0, out.stderr
     for needle in ("--set", "--workdir", "KEY=V1,V2"):
         assert needle in out.stdout, needle
     base = [f"--config={DEMO}", f"--workdir={tmp_path / 'w'}"]
-    out = _run(*base, "--set=loss.nmae=ce,fbl", module="fbl_jax.sweep_main")
+    out = _run(*base, "--set=loss.nmae=ce,fbl", module="fbl_jax.cli.sweep")
     _assert_one_line_error(out, "fbl-sweep", "'loss.nmae'", "did you mean name")
-    out = _run(*base, "--set=seed", module="fbl_jax.sweep_main")
+    out = _run(*base, "--set=seed", module="fbl_jax.cli.sweep")
     _assert_one_line_error(out, "fbl-sweep", "KEY=V1,V2")
-    out = _run(*base, "--set=loss.name=ce,nonsense", module="fbl_jax.sweep_main")
+    out = _run(*base, "--set=loss.name=ce,nonsense", module="fbl_jax.cli.sweep")
     _assert_one_line_error(out, "fbl-sweep", "config.loss.name='nonsense'")
     assert not (tmp_path / "w").exists()

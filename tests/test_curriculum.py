@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbl_jax import curriculum
+from fbl_jax.losses import curriculum
 
 T = 200.0
 SIN_PI_4 = 0.7071067811865476

@@ -22,10 +22,13 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from fbl_jax import checkpointing, decouple, decouple_config, decouple_steps, report
+from fbl_jax import decouple, report
 from fbl_jax.data import build_datasets
+from fbl_jax.decouple import config as decouple_config
+from fbl_jax.decouple import steps as decouple_steps
 from fbl_jax.defaults import config_from_file
 from fbl_jax.models import get_model
+from fbl_jax.train import checkpoints as checkpointing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCE_STEP = 30
@@ -370,7 +373,7 @@ def test_cli_flags_and_config_overrides_reach_the_run(source, tmp_path):
     args = [
         sys.executable,
         "-m",
-        "fbl_jax.decouple_main",
+        "fbl_jax.cli.decouple",
         "--method=crt",
         f"--from={no_last}",
         f"--workdir={tmp_path / 'out'}",

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbl_jax import evaluate
+from fbl_jax.train import evaluation as evaluate
 
 
 def direct_metrics(logits, features, labels, counts):
@@ -85,8 +85,8 @@ def test_one_call_evaluation_equals_a_call_per_batch():
     import flax
     from train_helpers import tiny_config
 
-    from fbl_jax import train_steps
-    from fbl_jax.train import build_model, load_data
+    from fbl_jax.train import steps as train_steps
+    from fbl_jax.train.trainer import build_model, load_data
 
     config = tiny_config()
     bundle = load_data(config)

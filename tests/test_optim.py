@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from fbl_jax import optim
 from fbl_jax.defaults import get_default_config
+from fbl_jax.train import optimizer as optim
 
 
 def reference_lr(step: int, spe: int, base: float = 0.1) -> float:

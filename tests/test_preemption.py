@@ -12,9 +12,9 @@ import signal
 import pytest
 from train_helpers import REPO, read_records, tiny_config
 
-from fbl_jax import checkpointing
-from fbl_jax.timing import SpeedWindow
-from fbl_jax.train import PREEMPTED_EXIT_CODE, Preempted, train_and_evaluate
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train.timing import SpeedWindow
+from fbl_jax.train.trainer import PREEMPTED_EXIT_CODE, Preempted, train_and_evaluate
 
 STEPS_PER_EPOCH = 15  # the tiny demo: 494 images / batch 32
 
@@ -94,7 +94,7 @@ def test_train_records_once_per_log_interval_with_compile_apart(reference):
 
 def test_speed_window_counts_only_its_own_steps(monkeypatch):
     clock = iter([100.0, 102.0, 102.0, 102.0, 103.0])
-    monkeypatch.setattr("fbl_jax.timing.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("fbl_jax.train.timing.time.perf_counter", lambda: next(clock))
     window = SpeedWindow(step=10)  # t = 100
     assert window.rate(14, batch_size=64) == pytest.approx(4 * 64 / 2.0)  # t = 102
     window.restart(14)  # t = 102: e.g. after a compile or an eval

@@ -16,7 +16,11 @@ import sys
 import numpy as np
 import pytest
 
-from fbl_jax import report, report_plots, report_tables, run_dir, run_labels
+from fbl_jax import report
+from fbl_jax.report import labels as run_labels
+from fbl_jax.report import plots as report_plots
+from fbl_jax.report import run_dir
+from fbl_jax.report import tables as report_tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,18 @@ import numpy as np
 import pytest
 from train_helpers import tiny_config
 
-from fbl_jax import checkpointing, losses, optim, sweep_loss, sweep_spec, train_steps
+from fbl_jax import losses
 from fbl_jax.data import build_datasets
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.defaults import ConfigError
-from fbl_jax.run_dir import load_run
-from fbl_jax.sweep import make_sweep_step, train_sweep
-from fbl_jax.train import build_model
+from fbl_jax.losses import program as sweep_loss
+from fbl_jax.report.run_dir import load_run
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import optimizer as optim
+from fbl_jax.train import programs as sweep_spec
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train.sweep import make_sweep_step, train_sweep
+from fbl_jax.train.trainer import build_model
 
 # ----------------------------------------------------------------------------- the product
 
@@ -378,7 +383,7 @@ def test_sigterm_stops_a_sweep_with_checkpoints_and_it_resumes(
 ):
     import signal
 
-    from fbl_jax.train import PREEMPTED_EXIT_CODE, Preempted
+    from fbl_jax.train.trainer import PREEMPTED_EXIT_CODE, Preempted
 
     _, ref_finals = finished_sweep
     original = checkpointing.Checkpoints.save

@@ -13,9 +13,11 @@ from train_helpers import (
     tiny_config,
 )
 
-from fbl_jax import checkpointing, losses, train_steps
+from fbl_jax import losses
 from fbl_jax.models import get_model
-from fbl_jax.train import train_and_evaluate
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train.trainer import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def test_pmap_on_four_devices_equals_one_device():
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
-    from fbl_jax.metric_writers import NonFiniteError
+    from fbl_jax.train.writers import NonFiniteError
 
     config = tiny_config(**{"optimizer.learning_rate": 1e12, "optimizer.warmup_epochs": 0.0})
     with pytest.raises(NonFiniteError, match=r"loss is (nan|inf) at step \d+"):

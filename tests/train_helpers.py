@@ -43,7 +43,7 @@ def tiny_config(**extra):
 
 
 def cli_args(workdir, **extra) -> list[str]:
-    args = [sys.executable, "-m", "fbl_jax.main", f"--config={DEMO}", f"--workdir={workdir}"]
+    args = [sys.executable, "-m", "fbl_jax.cli.train", f"--config={DEMO}", f"--workdir={workdir}"]
     for key, value in {**TINY, **extra}.items():
         if isinstance(value, tuple):
             value = "(" + ",".join(str(v) for v in value) + ",)"

@@ -14,8 +14,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from fbl_jax.run_dir import Run, flatten, safe_filename
-from fbl_jax.run_labels import dataset_name, method_name
+from fbl_jax.report.labels import dataset_name, method_name
+from fbl_jax.report.run_dir import Run, flatten, safe_filename
 
 # Config keys that name a run rather than define its setting (dotted paths); a decoupled run's
 # source run and checkpoint path differ from seed to seed like its workdir.

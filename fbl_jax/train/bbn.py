@@ -2,7 +2,7 @@
 
 The model is :mod:`fbl_jax.models.bbn`; the re-balancing stream is the on-device pipeline's second
 sampler (``data.second_sampler="reversed"``, batch keys ``image_rb``/``label_rb``); the train step
-(:func:`fbl_jax.train_steps.make_train_step`, argument ``bbn_alpha``) feeds both streams and α to
+(:func:`fbl_jax.train.steps.make_train_step`, argument ``bbn_alpha``) feeds both streams and α to
 the model and combines the losses with :func:`mixed_loss`.
 
 α follows the authors' code (megvii-research/BBN, ``lib/core/combiner.py``, ``bbn_mix``):

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax import curriculum
-from fbl_jax.loss_settings import FBL_FORMS, LOSS_DEFAULTS, LOSS_NAMES
+from fbl_jax.losses import curriculum
+from fbl_jax.losses.settings import FBL_FORMS, LOSS_DEFAULTS, LOSS_NAMES
 
 Array = jax.Array
 LossFn = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]

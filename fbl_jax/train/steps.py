@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fbl_jax import bbn, evaluate
+from fbl_jax.train import bbn
+from fbl_jax.train import evaluation as evaluate
 
 AXIS = "batch"  # pmap axis; spans every device of every host
 
@@ -71,7 +72,7 @@ def make_train_step(
 
     With `make_batch` (the on-device pipeline) the second argument is the device-resident data
     and the batch for `state.step` is built inside the step, so no image crosses the host.
-    With `bbn_alpha` (epoch → α, `fbl_jax.bbn`) the batch's `image_rb` and α go to the model and
+    With `bbn_alpha` (epoch → α, `fbl_jax.train.bbn`) the batch's `image_rb` and α go to the model and
     the loss and train accuracy are BBN's α/(1 − α) mix over `label` and `label_rb`.
     """
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax import curriculum, losses
+from fbl_jax import losses
+from fbl_jax.losses import curriculum
 
 FBL_LOSSES = ("fbl", "fbl_drw")
 DRW_LOSSES = ("ldam_drw", "fbl_drw")

@@ -17,13 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fbl_jax import bbn, checkpointing, defaults, evaluate, losses, optim, train_steps
+from fbl_jax import defaults, losses
 from fbl_jax.data import build_datasets
-from fbl_jax.metric_writers import MetricWriter, check_finite
 from fbl_jax.models import get_model
 from fbl_jax.models.layers import resolve_bn_impl
 from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
-from fbl_jax.timing import SpeedWindow, WallClock
+from fbl_jax.train import bbn
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import optimizer as optim
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train.timing import SpeedWindow, WallClock
+from fbl_jax.train.writers import MetricWriter, check_finite
 
 log = logging.getLogger("fbl_jax")
 

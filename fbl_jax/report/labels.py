@@ -13,8 +13,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from fbl_jax.loss_settings import LOSS_DEFAULTS
-from fbl_jax.run_dir import Run
+from fbl_jax.losses.settings import LOSS_DEFAULTS
+from fbl_jax.report.run_dir import Run
 
 LOSS_LABELS = {
     "ce": "CE",

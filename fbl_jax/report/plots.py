@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fbl_jax.run_dir import Run, safe_filename  # noqa: E402
-from fbl_jax.run_labels import legend_labels  # noqa: E402
+from fbl_jax.report.labels import legend_labels  # noqa: E402
+from fbl_jax.report.run_dir import Run, safe_filename  # noqa: E402
 
 # Class-name tick labels only up to this many classes; beyond it the axis shows frequency rank.
 MAX_TICK_LABELS = 30

@@ -22,12 +22,17 @@ import flax
 import jax
 import numpy as np
 
-from fbl_jax import bbn, checkpointing, defaults, evaluate, optim, sweep_loss, train_steps
+from fbl_jax import defaults
 from fbl_jax.defaults import ConfigError
-from fbl_jax.metric_writers import MetricWriter, NonFiniteError
-from fbl_jax.sweep_spec import Program, SweepRun, differences, expand, group_programs
-from fbl_jax.timing import SpeedWindow, WallClock
-from fbl_jax.train import (
+from fbl_jax.losses import program as sweep_loss
+from fbl_jax.train import bbn
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import optimizer as optim
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train.programs import Program, SweepRun, differences, expand, group_programs
+from fbl_jax.train.timing import SpeedWindow, WallClock
+from fbl_jax.train.trainer import (
     PREEMPTED_EXIT_CODE,
     Preempted,
     build_model,
@@ -38,6 +43,7 @@ from fbl_jax.train import (
     run_identity,
     sigterm_flag,
 )
+from fbl_jax.train.writers import MetricWriter, NonFiniteError
 
 log = logging.getLogger("fbl_jax")
 

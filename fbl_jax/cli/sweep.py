@@ -34,8 +34,8 @@ def define_flags() -> list[str]:
 
 def main(argv: list[str]) -> None:
     cli.start(argv, FLAGS.config.distributed)
-    from fbl_jax.sweep import train_sweep  # after jax.distributed joins hosts
-    from fbl_jax.sweep_spec import parse_set
+    from fbl_jax.train.programs import parse_set
+    from fbl_jax.train.sweep import train_sweep  # after jax.distributed joins hosts
 
     sets = [parse_set(text) for text in FLAGS.set]
     train_sweep(FLAGS.config, sets, FLAGS.workdir)

@@ -17,7 +17,7 @@ from absl import app, flags
 USAGE_EXIT_CODE = 2  # as argparse: the command line or the config is wrong
 FAILURE_EXIT_CODE = 1
 HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "-?")
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
 class UserError(Exception):
@@ -37,8 +37,8 @@ def fail(prog: str, message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: the config, paths, a foreign checkpoint."""
-    from fbl_jax.checkpointing import CheckpointMismatchError
     from fbl_jax.defaults import ConfigError
+    from fbl_jax.train.checkpoints import CheckpointMismatchError
 
     return (UserError, ConfigError, FileNotFoundError, FileExistsError, CheckpointMismatchError)
 
@@ -120,7 +120,8 @@ def start(argv: Sequence[str], distributed_config: Any) -> None:
 
     from absl import logging
 
-    from fbl_jax import cpu_flags, distributed
+    from fbl_jax.cli import cpu_flags
+    from fbl_jax.train import distributed
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
@@ -162,7 +163,7 @@ def run_absl(
             fail(prog, f"{err} (see {prog} --help)")
 
     def guarded(args: list[str]) -> Any:
-        from fbl_jax import xla_cache
+        from fbl_jax.cli import xla_cache
 
         xla_cache.enable()
         try:

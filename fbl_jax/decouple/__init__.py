@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax import checkpointing, optim, train_steps
-from fbl_jax.decouple_config import (
+from fbl_jax.decouple.config import (
     CHECKPOINTS,
     METHODS,
     TAU_GRID,
@@ -41,8 +40,8 @@ from fbl_jax.decouple_config import (
     default_config,
     validate_config,
 )
-from fbl_jax.decouple_context import DecoupleContext, SourceRun, load_source_run
-from fbl_jax.decouple_steps import (
+from fbl_jax.decouple.context import DecoupleContext, SourceRun, load_source_run
+from fbl_jax.decouple.steps import (
     ClassifierState,
     balanced_accuracy_per_tau,
     make_classifier_step,
@@ -51,7 +50,10 @@ from fbl_jax.decouple_steps import (
     tau_normalize,
     tau_normalized_params,
 )
-from fbl_jax.metric_writers import MetricWriter, check_finite
+from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import optimizer as optim
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train.writers import MetricWriter, check_finite
 
 __all__ = [
     "CHECKPOINTS",

@@ -23,14 +23,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from fbl_jax.report_tables import (
+from fbl_jax.report.run_dir import NoReadableRunError, Run, load_run, unique_names
+from fbl_jax.report.tables import (
     DEFAULT_IGNORE_KEYS,
     aggregate_settings,
     per_class_section,
     results_table,
     run_summary,
 )
-from fbl_jax.run_dir import NoReadableRunError, Run, load_run, unique_names
 
 # Shape of the figures: 8×5 inches at 100 dpi is 800×500 pixels.
 DEFAULT_FIGSIZE = (8.0, 5.0)
@@ -110,7 +110,7 @@ def make_report(
                 )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from fbl_jax import report_plots  # matplotlib only when there is something to plot
+    from fbl_jax.report import plots as report_plots  # matplotlib only when there is something to plot
 
     settings = aggregate_settings(runs, ignore_keys)
     for s in settings:
@@ -283,6 +283,3 @@ def run() -> None:
     """Console-script entry point (fbl-report)."""
     sys.exit(main(sys.argv[1:]))
 
-
-if __name__ == "__main__":
-    run()

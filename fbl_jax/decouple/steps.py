@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax import evaluate, losses, train_steps
+from fbl_jax import losses
+from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import steps as train_steps
 
 NORM_EPS = 1e-12  # floor of a classifier column's norm in tau-normalisation
 

@@ -18,12 +18,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fbl_jax import evaluate, train, train_steps
 from fbl_jax.data import build_datasets
-from fbl_jax.decouple_config import CHECKPOINTS, TAU_METHODS
-from fbl_jax.decouple_steps import make_adjusted_eval_step
+from fbl_jax.decouple.config import CHECKPOINTS, TAU_METHODS
+from fbl_jax.decouple.steps import make_adjusted_eval_step
 from fbl_jax.defaults import ConfigError
-from fbl_jax.metric_writers import MetricWriter
+from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import steps as train_steps
+from fbl_jax.train import trainer as train
+from fbl_jax.train.writers import MetricWriter
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from fbl_jax import cli
 from fbl_jax.decouple import METHODS
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "decouple.py"
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "decouple.py"
 
 FLAGS = flags.FLAGS
 
