@@ -2,7 +2,7 @@
 cross-entropy 39.43 / 44.20).
 
 FBL form: the AUTHORS' CODE (A = 60, α = (epoch / (T − 10))², per epoch); everything else as in
-configs/cifar10_lt.py.
+configs/cifar10_lt.py, the authors' per-epoch warm-up (optimizer.warmup_per_epoch=True) included.
 
 Data: the LOSSLESS CIFAR-100 copy (original pixels as lossless WebP; see
 ../shared/data/cifar100-lossless/README.md). Its part 1 holds the whole test set

@@ -3,10 +3,10 @@ IF 100, 47.02 for IF 50).
 
 BBN's configs/cifar100.yaml is its cifar10.yaml with the dataset changed, so the recipe and its
 differences from the FBL protocol are those of configs/cifar10_lt_bbn.py (200 epochs, batch 128,
-Nesterov SGD lr 0.1, wd 2e-4, 5 warm-up epochs, lr × 0.01 / × 0.0001 from 0-based epochs 119 /
-159, reversed second stream, α = 1 − (e / 200)², 0.5/0.5 evaluation). One more: BBN's
-IMBALANCECIFAR100 inherits the CIFAR-10 normalisation; this config keeps the CIFAR-100 mean/std of
-configs/cifar100_lt.py, so its inputs match the FBL runs'.
+Nesterov SGD lr 0.1, wd 2e-4, 5 warm-up epochs in per-epoch stairs, lr × 0.01 / × 0.0001 from
+0-based epochs 119 / 159, reversed second stream, α = 1 − (e / 200)², 0.5/0.5 evaluation). One more:
+BBN's IMBALANCECIFAR100 inherits the CIFAR-10 normalisation; this config keeps the CIFAR-100
+mean/std of configs/cifar100_lt.py, so its inputs match the FBL runs'.
 
 Data: the LOSSLESS CIFAR-100 copy (part 1: the long-tailed pool, data.train_pool=True,
 data.n_max=500), as configs/cifar100_lt.py says:

@@ -1,8 +1,9 @@
 """CIFAR-10-LT IF 100, ResNet-32, a SHORTENED protocol that fits on a 2-core CPU: 50 epochs.
 
 Everything as configs/cifar10_lt.py (batch 64, SGD lr 0.1 momentum 0.9 wd 2e-4, authors' λ form
-with A = 60) except the length: 50 epochs, warm-up 5, lr ×0.01 from epoch 40 and ×0.0001 from 45,
-DRW from epoch 40. Not a paper number: the paper trains 200 epochs.
+with A = 60) except the length: 50 epochs, lr ×0.01 from epoch 40 and ×0.0001 from 45, DRW from
+epoch 40. The warm-up stays the authors' (their adjust_learning_rate fixes it at 5 epochs, per
+epoch: lr·(e + 1)/5 in epoch e < 5). Not a paper number: the paper trains 200 epochs.
 
 The authors' curriculum α = (t / (T − 10))² was tuned for T = 200 (α reaches 1 at epoch 190); at
 T = 50 it climbs to (50/40)² ≈ 1.56. The offset is configurable, so both are run:
@@ -20,7 +21,8 @@ T = 50 it climbs to (50/40)² ≈ 1.56. The offset is configurable, so both are 
 
 R is the lossless CIFAR-10 copy (WebP, original pixels), as in configs/cifar10_lt.py; the earlier
 50-epoch results (RESULTS.md) were measured on the older, lossy JPEG copy
-(../shared/data/cifar10/cifar10-jpeg.tar.gz), so compare like with like.
+(../shared/data/cifar10/cifar10-jpeg.tar.gz) and with a per-step warm-up
+(--config.optimizer.warmup_per_epoch=False), so compare like with like.
 """
 
 import pathlib

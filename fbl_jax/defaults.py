@@ -6,8 +6,11 @@ that is not here, so a typo in a config file or a `--config.x.y=` override is an
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
+import math
+import numbers
 import pathlib
 from typing import Any
 
@@ -38,8 +41,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # every step up to the next event. 0 = automatic: CPU_STEPS_PER_CALL unrolled steps on the
     # CPU backend (~20 % faster there, BENCHMARKS.md), LOOP on accelerators, 1 with tf.data.
     c.steps_per_call = 0
-    # fbl-sweep: how a program's runs share a step: "vmap" (batched, for accelerators), "unroll"
-    # (each run's step in turn, for the CPU) or "auto" (that choice by backend; sweep.py)
+    # fbl-sweep: how a program's runs take their steps: "vmap" (stacked on a run axis, one call;
+    # for accelerators), "sequential" (each run its own call of the single-run step: equal to
+    # fbl-train bit for bit; for the CPU) or "auto" (that choice by backend; train/runners.py)
     c.sweep_run_axis = "auto"
     # Evaluation as one compiled call per split (a scan over its batches, kept on the device):
     # "auto" on accelerators with the on-device pipeline, "always", or "never" (a call a batch)
@@ -56,19 +60,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.model.pretrained = ""  # torchvision state dict (.pth/.npz/.safetensors)
     c.model.pretrained_skip_head = True
 
-    c.loss = ml_collections.ConfigDict()
-    c.loss.name = "fbl"
-    c.loss.fbl_form = "paper"  # "paper": λ = log n_max − log n_j; "authors_code": λ/max λ · A
-    c.loss.fbl_scale = 1.0  # A in the authors' code (60 CIFAR, 150 large datasets)
-    c.loss.curriculum = "parabolic"
-    c.loss.curriculum_offset = 10.0  # authors_code: α = (t / (T − offset))²
-    c.loss.alpha_per_epoch = False  # True: α from floor(epoch), as the authors' code updates it
-    c.loss.focal_gamma = 1.0
-    c.loss.cb_beta = 0.9999
-    c.loss.ldam_max_m = 0.5
-    c.loss.ldam_s = 30.0
-    c.loss.drw_start_epoch = 160
-    c.loss.la_tau = 1.0
+    c.loss = loss_config()
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"
@@ -78,6 +70,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 2e-4
     c.optimizer.schedule = "step"  # "step" | "cosine" | "constant"
     c.optimizer.warmup_epochs = 5.0
+    # False: the lr rises every step; True: a stair per epoch, lr·(e + 1)/warmup_epochs in epoch e
+    # (LDAM-DRW's adjust_learning_rate, which the FBL authors' CIFAR code uses; whole epochs only)
+    c.optimizer.warmup_per_epoch = False
     c.optimizer.decay_epochs = (160, 180)
     c.optimizer.decay_multipliers = (0.01, 0.0001)  # of the base lr
 
@@ -117,6 +112,18 @@ def get_default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def loss_config() -> ml_collections.ConfigDict:
+    """`name` and every field of every registered loss kind, each declared (with its meaning)
+    once in fbl_jax/losses/kinds/ or losses/fields.py."""
+    from fbl_jax import losses
+
+    loss = ml_collections.ConfigDict()
+    loss.name = "fbl"  # one of losses.LOSS_NAMES
+    for key, value in losses.LOSS_DEFAULTS.items():
+        loss[key] = value
+    return loss
+
+
 def distributed_config() -> ml_collections.ConfigDict:
     """Multi-host: "auto" joins hosts when the environment describes several processes (TPU pod,
     Slurm, or the explicit fields); "explicit" needs them; "never" runs single-process."""
@@ -135,18 +142,14 @@ def validate_config(config: Any) -> None:
     `check_data_paths` (the data must exist) is separate, so config files validate without data.
     """
     check_keys(config, get_default_config(), "config")
-    positive = ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs")
-    positive += ("checkpoint_every_epochs", "keep_checkpoints", "log_every_steps")
-    for key in positive:
-        value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+    check_numbers(config)
     k = config.steps_per_call
-    if not isinstance(k, int) or k < LOOP:
-        raise ConfigError(
-            f"config.steps_per_call must be an integer >= -1 (0: automatic, -1: a while loop up "
-            f"to the next event), got {k!r}"
-        )
+    check_number(
+        "config.steps_per_call",
+        k,
+        Range(LOOP, integer=True),
+        " (0: automatic, -1: a while loop up to the next event, k >= 1: k steps a call)",
+    )
     if (k > 1 or k == LOOP) and config.data.pipeline != "device":
         raise ConfigError(
             f"config.steps_per_call={k} needs config.data.pipeline='device'; use 1 or 0 (automatic)"
@@ -161,11 +164,13 @@ def validate_config(config: Any) -> None:
 
 
 def check_loss_numbers(config: Any) -> None:
-    """The loss's numbers (offset < epochs, β in [0, 1), τ, γ, margins) as make_loss checks
-    them, on stand-in class counts, so a bad value fails before any data is read."""
+    """Every loss field's own limits (β in [0, 1), γ ≥ 0, margins > 0 …), then the selected
+    kind's as make_loss checks them (offset < epochs …) on stand-in class counts, so a bad
+    value fails before any data is read."""
     from fbl_jax import losses
 
     try:
+        losses.check_fields(config.loss)
         losses.make_loss(config.loss, [2, 1], config.num_epochs)
     except ValueError as err:
         raise ConfigError(f"config.loss: {err}") from None
@@ -182,7 +187,6 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
     from fbl_jax.data.bundle import PIPELINES, SOURCES
     from fbl_jax.data.long_tail import PROFILES
     from fbl_jax.data.samplers import SAMPLER_NAMES
-    from fbl_jax.losses import curriculum
     from fbl_jax.models import MODEL_NAMES
     from fbl_jax.models.heads import HEAD_NAMES
     from fbl_jax.train import optimizer as optim
@@ -192,8 +196,7 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
         "model.head": HEAD_NAMES,
         "model.batch_norm": ("auto", *BN_IMPLS),
         "loss.name": losses.LOSS_NAMES,
-        "loss.fbl_form": losses.FBL_FORMS,
-        "loss.curriculum": curriculum.SCHEDULES,
+        **{f"loss.{key}": choices for key, choices in losses.field_choices().items()},
         "optimizer.schedule": optim.SCHEDULES,
         "data.source": SOURCES,
         "data.pipeline": PIPELINES,
@@ -201,7 +204,7 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
         "data.sampler": SAMPLER_NAMES,
         "data.second_sampler": ("", *SAMPLER_NAMES),
         "distributed.initialize": ("auto", "never", "explicit"),
-        "sweep_run_axis": ("auto", "vmap", "unroll"),
+        "sweep_run_axis": ("auto", "vmap", "sequential"),
         "eval_in_one_call": ("auto", "always", "never"),
     }
 
@@ -220,6 +223,209 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}{hint}")
+
+
+UINT32_MAX = 2**32 - 1  # seeds reach np.random.RandomState, which takes [0, 2**32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Where a numeric config field may lie: `low`/`high` (None: unbounded), each end closed
+    unless `*_open`; `integer`: whole numbers only; `optional`: None (a placeholder left unset)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    optional: bool = False
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        elif self.high is not None:
+            text = f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
+        else:
+            text = kind
+        return f"{text}, or None (unset)" if self.optional else text
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` (a phrase), or None when it is in the range."""
+        if value is None:
+            return None if self.optional else "is not set"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
+            return f"is {kind}, not a number"
+        if self.integer and not isinstance(value, numbers.Integral):
+            return "is not an integer"
+        if not math.isfinite(value):
+            return "is not finite"
+        low, high = self.low, self.high
+        if low is not None and (value < low or (self.low_open and value == low)):
+            return "is out of range"
+        if high is not None and (value > high or (self.high_open and value == high)):
+            return "is out of range"
+        return None
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def check_number(name: str, value: Any, valid: Range, why: str = "") -> None:
+    """ConfigError naming the field, its value and `valid` unless the value is in `valid`."""
+    problem = valid.problem(value)
+    if problem:
+        raise ConfigError(f"{name}={value!r} {problem}: it must be {valid}{why}")
+
+
+def numeric_ranges() -> dict[str, Range]:
+    """The training config's numeric fields and their ranges, config.loss aside (its numbers are
+    check_loss_numbers'); limits between fields are check_numbers'."""
+    count = Range(1, integer=True)
+    seed = Range(0, UINT32_MAX, integer=True)
+    return {
+        "seed": seed,
+        "num_epochs": count,
+        "batch_size": count,
+        "eval_batch_size": count,
+        "eval_every_epochs": count,
+        "checkpoint_every_epochs": count,
+        "keep_checkpoints": count,
+        "log_every_steps": count,
+        "data.num_classes": Range(2, integer=True),
+        "data.imbalance_factor": Range(1, optional=True),  # n_max / n_min; 1 = balanced
+        "data.subset_seed": seed,
+        "data.n_max": Range(1, integer=True, optional=True),
+        "data.minival_per_class": Range(0, integer=True),  # 0: no minival
+        "data.sampler_k": count,
+        "data.pad": Range(0, integer=True),
+        "data.image_size": count,
+        "data.mixup_alpha": Range(0),  # 0: no mixup
+        "distributed.num_processes": Range(1, integer=True, optional=True),
+        "distributed.process_id": Range(0, integer=True, optional=True),
+    }
+
+
+OPTIMIZER_RANGES = {
+    "learning_rate": Range(0, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0),
+    "warmup_epochs": Range(0),  # and < num_epochs: check_optimizer_numbers
+}
+BOOL_FIELDS = (
+    "half_precision",
+    "model.pretrained_skip_head",
+    "optimizer.nesterov",
+    "optimizer.warmup_per_epoch",
+    "data.download",
+    "data.train_pool",
+    "data.list_is_subset",
+)
+# On the 0-1 scale the pipelines normalise with: (x/255 − mean)/std per RGB channel.
+MEAN_STD_RANGES = {"mean": Range(0, 1), "std": Range(0, 1, low_open=True)}
+
+
+def _field(config: Any, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_numbers(config: Any) -> None:
+    """Every number and flag of the training config outside config.loss, alone and against the
+    others (the warm-up and lr drops against num_epochs, mean/std per channel, process_id)."""
+    for field, valid in numeric_ranges().items():
+        check_number(f"config.{field}", _field(config, field), valid)
+    for field in BOOL_FIELDS:
+        value = _field(config, field)
+        if not isinstance(value, bool):
+            raise ConfigError(f"config.{field}={value!r} is not a boolean: set True or False")
+    check_optimizer_numbers(config.optimizer, config.num_epochs)
+    for key, valid in MEAN_STD_RANGES.items():
+        values = config.data[key]
+        example = tuple(get_default_config().data[key])
+        if not isinstance(values, tuple | list) or len(values) != 3:
+            raise ConfigError(
+                f"config.data.{key}={values!r} must be 3 per-channel (RGB) values, e.g. {example}"
+            )
+        for value in values:
+            why = " (per channel, on the 0-1 scale: divide 0-255 values by 255)"
+            problem = valid.problem(value)
+            if problem:
+                raise ConfigError(
+                    f"config.data.{key}={tuple(values)!r} holds {value!r}, which {problem}: each "
+                    f"must be {valid}{why}"
+                )
+    d = config.distributed
+    if d.num_processes is not None and d.process_id is not None:
+        check_number(
+            "config.distributed.process_id",
+            d.process_id,
+            Range(0, d.num_processes, high_open=True, integer=True),
+            " (below config.distributed.num_processes)",
+        )
+
+
+def check_optimizer_numbers(opt: Any, num_epochs: int, where: str = "config.optimizer") -> None:
+    """The optimizer's numbers, alone and against the run's `num_epochs`: the warm-up ends before
+    training does (in whole epochs if per epoch); the step schedule's lr drops are increasing
+    epochs after the warm-up and up to num_epochs, with one multiplier > 0 each."""
+    for key, valid in OPTIMIZER_RANGES.items():
+        check_number(f"{where}.{key}", opt[key], valid)
+    warmup = opt.warmup_epochs
+    if warmup > 0:
+        check_number(
+            f"{where}.warmup_epochs",
+            warmup,
+            Range(0, num_epochs, high_open=True),
+            f" (below num_epochs={num_epochs}: the warm-up must end before training does)",
+        )
+    if opt.get("warmup_per_epoch", False) and warmup != int(warmup):
+        raise ConfigError(
+            f"{where}.warmup_epochs={warmup!r} is not a whole number, which "
+            f"{where}.warmup_per_epoch=True needs (lr·(e + 1)/warmup_epochs in epoch e, one stair "
+            f"an epoch): use {math.floor(warmup)} or {math.ceil(warmup)}, or set "
+            f"{where}.warmup_per_epoch=False for the per-step ramp"
+        )
+    if opt.schedule != "step":
+        return  # the lr drops are the step schedule's
+    epochs, mults = opt.decay_epochs, opt.decay_multipliers
+    for key, values in (("decay_epochs", epochs), ("decay_multipliers", mults)):
+        if not isinstance(values, tuple | list):
+            raise ConfigError(
+                f"{where}.{key}={values!r} must be a tuple, e.g. "
+                f"--{where}.{key}='(160,180)' or '()' for none"
+            )
+    if len(epochs) != len(mults):
+        raise ConfigError(
+            f"{where}.decay_epochs={tuple(epochs)!r} and {where}.decay_multipliers="
+            f"{tuple(mults)!r} must have the same length (one multiplier of the base lr per drop)"
+        )
+    drop = Range(0, num_epochs, low_open=True)
+    for key, values, valid, why in (
+        ("decay_epochs", epochs, drop, f" (up to num_epochs={num_epochs})"),
+        ("decay_multipliers", mults, Range(0, low_open=True), " (of the base lr)"),
+    ):
+        for value in values:
+            problem = valid.problem(value)
+            if problem:
+                raise ConfigError(
+                    f"{where}.{key}={tuple(values)!r} holds {value!r}, which {problem}: each must "
+                    f"be {valid}{why}"
+                )
+    if any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ConfigError(f"{where}.decay_epochs={tuple(epochs)!r} must be strictly increasing")
+    if epochs and epochs[0] < warmup:
+        raise ConfigError(
+            f"{where}.decay_epochs={tuple(epochs)!r} starts inside the {warmup:g}-epoch warm-up "
+            f"({where}.warmup_epochs): drop the lr after the warm-up ends, or shorten it"
+        )
 
 
 def check_data_paths(data: Any) -> None:

@@ -106,3 +106,23 @@ def test_sweep_help_and_mistakes(tmp_path):
     out = _run(*base, "--set=loss.name=ce,nonsense", module="fbl_jax.cli.sweep")
     _assert_one_line_error(out, "fbl-sweep", "config.loss.name='nonsense'")
     assert not (tmp_path / "w").exists()
+
+
+def test_bad_numbers_are_one_line_before_any_work(tmp_path):
+    workdir = tmp_path / "w"
+    out = _run(f"--config={DEMO}", f"--workdir={workdir}", "--config.optimizer.learning_rate=-0.1")
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("fbl-train: error: "), lines
+    for needle in ("optimizer.learning_rate=-0.1", "> 0"):
+        assert needle in lines[0], lines
+    assert not workdir.exists()
+    out = _run(
+        f"--config={DEMO}",
+        f"--workdir={workdir}",
+        "--set=optimizer.learning_rate=-1,0.1",
+        module="fbl_jax.cli.sweep",
+    )
+    _assert_one_line_error(out, "fbl-sweep", "optimizer.learning_rate=-1", "> 0")
+    assert not workdir.exists()

@@ -1,4 +1,4 @@
-"""Losses against float64 NumPy references written here from the formulas."""
+"""Loss formulas and make_loss against float64 NumPy references written here from the formulas."""
 
 import math
 
@@ -333,6 +333,24 @@ def test_posthoc_logit_adjust(batch):
         losses.posthoc_logit_adjust(f32([[0.0, 0.0]]), [3, 1], 1.0),
         [[-math.log(0.75), -math.log(0.25)]],
     )
+
+
+@pytest.mark.parametrize(
+    "check, good, bad, match",
+    [
+        (losses.check_beta, (0.0, 0.9999), (1.0, -0.1, math.nan), r"beta.*\[0, 1\)"),
+        (losses.check_scale, (0.0, 60.0), (-1.0, math.inf), "fbl scale"),
+        (losses.check_start_epoch, (0, 160.5), (-1, math.nan), "drw_start_epoch"),
+        (losses.check_gamma, (0.0, 2.0), (-0.5, math.inf), "gamma"),
+        (losses.check_tau, (-1.0, 0.0, 1.5), (math.nan, math.inf), "tau"),
+    ],
+)
+def test_validation_helpers(check, good, bad, match):
+    for value in good:
+        check(value)
+    for value in bad:
+        with pytest.raises(ValueError, match=match):
+            check(value)
 
 
 def test_loss_needs_cosine_head():

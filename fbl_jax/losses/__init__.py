@@ -1,326 +1,134 @@
 """Feature-Balanced Loss (FBL) and the long-tailed baselines it is compared with.
 
-FBL (Li, Cheung & Jiang, ICME 2022) trains on logits that are lowered, for every class j, by a
-class-dependent amount that shrinks as the feature norm grows:
-
-    z_j^b = z_j − α(t) · λ_j / (‖f‖₂ + ε),   λ_j = log n_max − log n_j,
-
-so tail classes (large λ_j) can only win the softmax with large-norm features; the penalty pushes
-tail features to larger norms. Prediction uses the plain logits z.
-
-All loss functions are pure and jittable; the class counts and hyper-parameters are Python
-values fixed when the loss is built, while `epoch` (α(t), DRW) is traced, so schedules never
-recompile. Labels are integer class ids of shape (B,).
+The formulas are pure functions (losses/functional.py, re-exported here). Each loss kind
+(`config.loss.name`) is declared once in losses/kinds/: its config fields and defaults, its
+single-run formula, its coefficients for the shared program formula and its report label.
+`make_loss` builds one run's loss from a config; `program_coefficients`, `stack_coefficients`
+and `program_loss` let runs of different kinds share one compiled program on a run axis.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbl_jax.losses import curriculum
-from fbl_jax.losses.settings import FBL_FORMS, LOSS_DEFAULTS, LOSS_NAMES
+from fbl_jax.losses import curriculum, kinds, registry
+from fbl_jax.losses.functional import (
+    balanced_softmax_loss,
+    check_beta,
+    check_classes,
+    check_gamma,
+    check_positive,
+    check_scale,
+    check_start_epoch,
+    check_tau,
+    check_weights,
+    checked_counts,
+    class_balanced_weights,
+    cross_entropy_loss,
+    drw_weights,
+    fbl_lambda,
+    feature_balanced_logits,
+    feature_balanced_loss,
+    focal_loss,
+    ldam_loss,
+    ldam_margins,
+    logit_adjusted_loss,
+    posthoc_logit_adjust,
+)
+from fbl_jax.losses.kinds.fbl import FBL_FORMS
+from fbl_jax.losses.program import program_loss, stack_coefficients, with_kind
 
 Array = jax.Array
 LossFn = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]
 """`loss_fn(logits, features, labels, epoch) -> (loss, aux)`; `aux` always holds "alpha"."""
 
-# The names and the defaults for missing fields live in loss_settings.py (no JAX import), so
-# fbl-report can read them too.
+__all__ = [
+    "FBL_FORMS",
+    "LOSS_DEFAULTS",
+    "LOSS_NAMES",
+    "LossFn",
+    "balanced_softmax_loss",
+    "check_beta",
+    "check_classes",
+    "check_fields",
+    "check_gamma",
+    "check_positive",
+    "check_scale",
+    "check_start_epoch",
+    "check_tau",
+    "check_weights",
+    "checked_counts",
+    "class_balanced_weights",
+    "cross_entropy_loss",
+    "curriculum",
+    "drw_weights",
+    "fbl_lambda",
+    "feature_balanced_logits",
+    "feature_balanced_loss",
+    "field_choices",
+    "focal_loss",
+    "kinds",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjusted_loss",
+    "loss_needs_cosine_head",
+    "make_loss",
+    "posthoc_logit_adjust",
+    "program_coefficients",
+    "program_fields",
+    "program_loss",
+    "registry",
+    "stack_coefficients",
+]
 
 
-# ----------------------------------------------------------------------------- validation helpers
+def __getattr__(name: str) -> Any:
+    """LOSS_NAMES and LOSS_DEFAULTS are read from the registry on use, so they always list the
+    registered kinds (a kind registered later, e.g. by a test, is included)."""
+    if name == "LOSS_NAMES":
+        return registry.names()
+    if name == "LOSS_DEFAULTS":
+        return registry.defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _counts(class_counts: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Class counts as float64 NumPy, rejecting shapes/values that make the losses meaningless."""
-    counts = np.asarray(class_counts, dtype=np.float64)
-    if counts.ndim != 1 or counts.size == 0:
-        raise ValueError(
-            f"class_counts must be a non-empty 1-D sequence (one count per class), "
-            f"got shape {counts.shape}"
-        )
-    bad = np.flatnonzero(~np.isfinite(counts) | (counts <= 0))
-    if bad.size:
-        raise ValueError(
-            f"class_counts must all be positive (every class needs ≥ 1 training example); "
-            f"classes {bad.tolist()} have counts {counts[bad].tolist()}: drop those classes or "
-            "fix the split"
-        )
-    return counts
+def check_fields(loss_config: Any) -> None:
+    """Every loss field the config sets must be possible, even one its kind does not read."""
+    registry.check_fields(loss_config)
 
 
-def _check_weights(class_weights: Array | None, num_classes: int) -> None:
-    if class_weights is not None and jnp.shape(class_weights) != (num_classes,):
-        raise ValueError(
-            f"class_weights must have shape ({num_classes},) to match the logits, "
-            f"got {jnp.shape(class_weights)}"
-        )
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """{loss config field: its choices} for the fields that name one of a fixed set."""
+    return registry.field_choices()
 
 
-def _check_gamma(gamma: float) -> None:
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"focal gamma must be a finite number ≥ 0, got {gamma!r}")
-
-
-def _check_positive(what: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
-
-
-def _check_tau(tau: float) -> None:
-    if not math.isfinite(tau):
-        raise ValueError(f"logit-adjustment tau must be finite, got {tau!r}")
-
-
-def _float_dtype(*xs: Array) -> jnp.dtype:
-    """Compute dtype: at least float32 (bf16 logits are upcast), float64 kept when enabled."""
-    return jnp.promote_types(jnp.result_type(*xs), jnp.float32)
-
-
-def _log_prior(class_counts) -> np.ndarray:
-    counts = _counts(class_counts)
-    return np.log(counts / counts.sum())
-
-
-# ----------------------------------------------------------------------------- cross-entropy
-
-
-def cross_entropy_loss(logits: Array, labels: Array, class_weights: Array | None = None) -> Array:
-    """Softmax cross-entropy, mean over the batch.
-
-    With `class_weights` w it is PyTorch's weighted mean Σ w_{y_i} ℓ_i / Σ w_{y_i}, the
-    convention of the CB/LDAM reference code.
-    """
-    dtype = _float_dtype(logits)
-    logits = jnp.asarray(logits, dtype)
-    _check_weights(class_weights, logits.shape[-1])
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return _weighted_mean(nll, labels, class_weights, dtype)
-
-
-def _weighted_mean(per_example: Array, labels: Array, class_weights, dtype) -> Array:
-    if class_weights is None:
-        return jnp.mean(per_example)
-    w = jnp.asarray(class_weights, dtype)[labels]
-    return jnp.sum(w * per_example) / jnp.sum(w)
-
-
-# ----------------------------------------------------------------------------- FBL
-
-
-def fbl_lambda(
-    class_counts: Sequence[float] | np.ndarray, normalize: bool = False, scale: float = 1.0
-) -> Array:
-    """Per-class FBL strength λ_j = log n_max − log n_j (0 for the largest class), times `scale`.
-
-    `normalize=False, scale=1` is the paper; `normalize=True, scale=A` is the authors' code
-    (λ / max λ · A, A = 60 on CIFAR, 150 on large datasets). A balanced set has max λ = 0;
-    normalising then gives zeros rather than NaN.
-    """
-    counts = _counts(class_counts)
-    if not (math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"fbl scale must be a finite number ≥ 0, got {scale!r}")
-    lam = np.log(counts.max()) - np.log(counts)
-    if normalize:
-        top = lam.max()
-        lam = lam / top if top > 0 else np.zeros_like(lam)
-    return jnp.asarray(lam * scale, dtype=jnp.float32)
-
-
-def feature_balanced_logits(
-    logits: Array, features: Array, lam: Array, alpha: Array | float, eps: float = 1e-12
-) -> Array:
-    """Training logits z_j − α·λ_j / (‖f‖₂ + ε), shape (B, C).
-
-    The norm uses a guarded square root so an all-zero feature vector gives a finite value and
-    finite (zero) gradients instead of NaN.
-    """
-    dtype = _float_dtype(logits, features)
-    logits = jnp.asarray(logits, dtype)
-    features = jnp.asarray(features, dtype).reshape(features.shape[0], -1)
-    lam = jnp.asarray(lam, dtype)
-    if lam.shape != (logits.shape[-1],):
-        raise ValueError(
-            f"lam must have one entry per class, shape ({logits.shape[-1]},), got {lam.shape}"
-        )
-    sq = jnp.sum(features * features, axis=-1, keepdims=True)
-    positive = sq > 0
-    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-    return logits - jnp.asarray(alpha, dtype) * lam[None, :] / (norm + eps)
-
-
-def feature_balanced_loss(
-    logits: Array,
-    features: Array,
-    labels: Array,
-    lam: Array,
-    alpha: Array | float,
-    class_weights: Array | None = None,
-) -> Array:
-    """FBL: (optionally weighted) mean softmax cross-entropy on the feature-balanced logits."""
-    return cross_entropy_loss(
-        feature_balanced_logits(logits, features, lam, alpha), labels, class_weights
-    )
-
-
-# ----------------------------------------------------------------------------- baselines
-
-
-def focal_loss(
-    logits: Array, labels: Array, gamma: float = 1.0, class_weights: Array | None = None
-) -> Array:
-    """Focal loss −(1 − p_t)^γ log p_t (Lin et al. 2017), mean over the batch.
-
-    With class weights it is Σ w_{y_i} FL_i / Σ w_{y_i}, like the weighted CE. γ = 0 is CE.
-    """
-    _check_gamma(gamma)
-    dtype = _float_dtype(logits)
-    logits = jnp.asarray(logits, dtype)
-    _check_weights(class_weights, logits.shape[-1])
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    logp_t = jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    if gamma == 0:
-        per_example = -logp_t
-    else:
-        # 1 − p_t computed stably; clamped away from 0 so (·)^γ has a finite gradient for γ < 1.
-        base = jnp.maximum(-jnp.expm1(logp_t), jnp.finfo(dtype).tiny)
-        per_example = -(base**gamma) * logp_t
-    return _weighted_mean(per_example, labels, class_weights, dtype)
-
-
-def class_balanced_weights(
-    class_counts: Sequence[float] | np.ndarray, beta: float = 0.9999
-) -> Array:
-    """Class-balanced weights by effective number (Cui et al. 2019): (1 − β) / (1 − β^{n_j}).
-
-    Normalised so Σ_j w_j = C, as in the CB/LDAM code. β = 0 gives all ones.
-    """
-    counts = _counts(class_counts)
-    if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
-        raise ValueError(f"cb beta must lie in [0, 1), got {beta!r}")
-    w = (1.0 - beta) / (1.0 - np.power(beta, counts))
-    return jnp.asarray(w / w.sum() * counts.size, dtype=jnp.float32)
-
-
-def drw_weights(
-    class_counts: Sequence[float] | np.ndarray,
-    epoch: Array | float,
-    drw_start_epoch: float = 160.0,
-    beta: float = 0.9999,
-) -> Array:
-    """Deferred re-weighting (Cao et al. 2019): ones before `drw_start_epoch`, CB weights from it.
-
-    `epoch` may be traced; the switch is a jnp.where, so it never recompiles.
-    """
-    if not (math.isfinite(drw_start_epoch) and drw_start_epoch >= 0):
-        raise ValueError(f"drw_start_epoch must be a finite number ≥ 0, got {drw_start_epoch!r}")
-    cb = class_balanced_weights(class_counts, beta)
-    on = jnp.asarray(epoch, jnp.float32) >= drw_start_epoch
-    return jnp.where(on, cb, jnp.ones_like(cb))
-
-
-def ldam_margins(class_counts: Sequence[float] | np.ndarray, max_m: float = 0.5) -> Array:
-    """LDAM margins m_j ∝ n_j^(−1/4), scaled so the largest margin is `max_m`."""
-    counts = _counts(class_counts)
-    _check_positive("ldam max_m", max_m)
-    m = counts**-0.25
-    return jnp.asarray(m * (max_m / m.max()), dtype=jnp.float32)
-
-
-def ldam_loss(
-    logits: Array,
-    labels: Array,
-    class_counts: Sequence[float] | np.ndarray,
-    max_m: float = 0.5,
-    s: float = 30.0,
-    class_weights: Array | None = None,
-) -> Array:
-    """LDAM (Cao et al. 2019) on cosine logits: CE(s · (z − m_y · onehot(y))).
-
-    The margin is subtracted from the target logit only; `s` rescales cosines to logits.
-    """
-    _check_positive("ldam s", s)
-    dtype = _float_dtype(logits)
-    logits = jnp.asarray(logits, dtype)
-    margins = jnp.asarray(ldam_margins(class_counts, max_m), dtype)
-    if margins.shape[0] != logits.shape[-1]:
-        raise ValueError(
-            f"class_counts has {margins.shape[0]} classes but logits have {logits.shape[-1]}"
-        )
-    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=dtype)
-    adjusted = logits - onehot * margins[labels][:, None]
-    return cross_entropy_loss(s * adjusted, labels, class_weights)
-
-
-def logit_adjusted_loss(
-    logits: Array,
-    labels: Array,
-    class_counts: Sequence[float] | np.ndarray,
-    tau: float = 1.0,
-    class_weights: Array | None = None,
-) -> Array:
-    """Logit-adjusted loss (Menon et al. 2021): CE on z + τ · log π, π_j = n_j / Σ n."""
-    _check_tau(tau)
-    dtype = _float_dtype(logits)
-    log_prior = jnp.asarray(_log_prior(class_counts), dtype)
-    return cross_entropy_loss(jnp.asarray(logits, dtype) + tau * log_prior, labels, class_weights)
-
-
-def balanced_softmax_loss(
-    logits: Array,
-    labels: Array,
-    class_counts: Sequence[float] | np.ndarray,
-    class_weights: Array | None = None,
-) -> Array:
-    """Balanced softmax (Ren et al. 2020): CE on z + log π."""
-    return logit_adjusted_loss(logits, labels, class_counts, 1.0, class_weights)
-
-
-def posthoc_logit_adjust(
-    logits: Array, class_counts: Sequence[float] | np.ndarray, tau: float = 1.0
-) -> Array:
-    """Prediction-time logit adjustment z − τ · log π (Menon et al. 2021)."""
-    _check_tau(tau)
-    dtype = _float_dtype(logits)
-    return jnp.asarray(logits, dtype) - tau * jnp.asarray(_log_prior(class_counts), dtype)
+def program_fields() -> tuple[str, ...]:
+    """The loss config fields that may differ between the runs of one shared program."""
+    return registry.program_fields()
 
 
 def loss_needs_cosine_head(name: str) -> bool:
     """True for losses defined on cosine logits (LDAM), so the trainer can check the head."""
-    _check_name(name)
-    return name in ("ldam", "ldam_drw")
+    return registry.get_kind(name).cosine_head
 
 
-# ----------------------------------------------------------------------------- factory
+def _kind_of(loss_config: Any) -> registry.LossKind:
+    name = registry.read_field(loss_config, "name")
+    if name is None:
+        raise ValueError(f"loss config needs a 'name'; valid choices: {registry.names()}")
+    return registry.get_kind(name)
 
 
-def _check_name(name: str) -> None:
-    if name not in LOSS_NAMES:
-        raise ValueError(f"unknown loss name {name!r}; valid choices: {LOSS_NAMES}")
-
-
-def _field(config: Any, key: str, default: Any = None) -> Any:
-    """Read `key` from a ConfigDict / attribute object / mapping; None or missing → default."""
-    if isinstance(config, Mapping):
-        value = config.get(key, None)
-    else:
-        value = getattr(config, key, None)
-    return default if value is None else value
-
-
-def _number(config: Any, key: str) -> float:
-    value = _field(config, key, LOSS_DEFAULTS[key])
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"loss config field {key!r} must be a number, got {value!r}") from None
+def _epochs(num_epochs: float) -> float:
+    if not (math.isfinite(float(num_epochs)) and float(num_epochs) > 0):
+        raise ValueError(f"num_epochs must be a positive finite number, got {num_epochs!r}")
+    return float(num_epochs)
 
 
 def make_loss(
@@ -331,102 +139,40 @@ def make_loss(
     All configuration is validated here, in Python, so mistakes surface before training. The
     returned function is pure; `epoch` (step / steps_per_epoch, float32) may be traced and only
     drives α(t) and the DRW switch through jnp ops, so changing it never recompiles.
-    `aux["alpha"]` is α(t) for FBL losses and 0.0 otherwise.
+    `aux["alpha"]` is α(t) for FBL losses and 0.0 otherwise. Missing or None fields take the
+    kind's defaults.
     """
-    name = _field(loss_config, "name")
-    if name is None:
-        raise ValueError(f"loss config needs a 'name'; valid choices: {LOSS_NAMES}")
-    _check_name(name)
-    counts = _counts(class_counts)
-    if not (math.isfinite(float(num_epochs)) and float(num_epochs) > 0):
-        raise ValueError(f"num_epochs must be a positive finite number, got {num_epochs!r}")
-    num_epochs = float(num_epochs)
-    num_classes = counts.size
+    kind = _kind_of(loss_config)
+    counts = checked_counts(class_counts)
+    num_epochs = _epochs(num_epochs)
+    formula = kind.build(kind.settings(loss_config), counts, num_epochs)
     zero = jnp.zeros((), jnp.float32)
 
-    # Class weights: CB from the start ("cb"), deferred re-weighting (the *_drw losses) or none.
-    cb_beta = _number(loss_config, "cb_beta")
-    cb_weights = class_balanced_weights(counts, cb_beta)  # also validates β
-    drw_start = _number(loss_config, "drw_start_epoch")
-    drw_weights(counts, 0.0, drw_start, cb_beta)  # validates the DRW start epoch
-
-    def weights_at(epoch: Array) -> Array | None:
-        if name in ("ldam_drw", "fbl_drw"):
-            return drw_weights(counts, epoch, drw_start, cb_beta)
-        if name == "cb":
-            return cb_weights
-        return None
-
-    if name in ("fbl", "fbl_drw"):
-        return _make_fbl(loss_config, counts, num_epochs, weights_at)
-
-    if name == "ce" or name == "cb":
-
-        def base(logits, labels, w):
-            return cross_entropy_loss(logits, labels, w)
-
-    elif name == "focal":
-        gamma = _number(loss_config, "focal_gamma")
-        _check_gamma(gamma)
-
-        def base(logits, labels, w):
-            return focal_loss(logits, labels, gamma, w)
-
-    elif name in ("ldam", "ldam_drw"):
-        max_m, s = _number(loss_config, "ldam_max_m"), _number(loss_config, "ldam_s")
-        _check_positive("ldam max_m", max_m)
-        _check_positive("ldam s", s)
-
-        def base(logits, labels, w):
-            return ldam_loss(logits, labels, counts, max_m, s, w)
-
-    elif name == "la":
-        tau = _number(loss_config, "la_tau")
-        _check_tau(tau)
-
-        def base(logits, labels, w):
-            return logit_adjusted_loss(logits, labels, counts, tau, w)
-
-    else:  # balanced_softmax
-
-        def base(logits, labels, w):
-            return balanced_softmax_loss(logits, labels, counts, w)
-
     def loss_fn(logits, features, labels, epoch):
-        del features
-        _check_classes(logits, num_classes)
-        return base(logits, labels, weights_at(epoch)), {"alpha": zero}
+        check_classes(logits, counts.size)
+        loss, aux = formula(logits, features, labels, epoch)
+        return loss, {"alpha": zero, **aux}
 
     return loss_fn
 
 
-def _make_fbl(loss_config: Any, counts: np.ndarray, num_epochs: float, weights_at) -> LossFn:
-    form = _field(loss_config, "fbl_form", LOSS_DEFAULTS["fbl_form"])
-    if form not in FBL_FORMS:
-        raise ValueError(f"unknown fbl_form {form!r}; valid choices: {FBL_FORMS}")
-    lam = fbl_lambda(
-        counts, normalize=form == "authors_code", scale=_number(loss_config, "fbl_scale")
-    )
-    schedule = _field(loss_config, "curriculum", LOSS_DEFAULTS["curriculum"])
-    offset = _number(loss_config, "curriculum_offset")
-    curriculum.validate_schedule(schedule, num_epochs, offset)
-    per_epoch = bool(_field(loss_config, "alpha_per_epoch", LOSS_DEFAULTS["alpha_per_epoch"]))
+def program_coefficients(
+    loss_config: Any, class_counts: Sequence[float] | np.ndarray, num_epochs: float
+) -> dict[str, np.ndarray]:
+    """One run's arrays for `program_loss`, with which it equals `make_loss`'s loss exactly.
 
-    def loss_fn(logits, features, labels, epoch):
-        _check_classes(logits, counts.size)
-        t = jnp.asarray(epoch, jnp.float32)
-        if per_epoch:
-            t = jnp.floor(t)
-        a = curriculum.alpha(schedule, t, num_epochs, offset)
-        loss = feature_balanced_loss(logits, features, labels, lam, a, weights_at(epoch))
-        return loss, {"alpha": a}
+    Validates the config as `make_loss` does; a kind that cannot share a program is a
+    ConfigError saying why.
+    """
+    kind = _kind_of(loss_config)
+    if kind.coefficients is None:
+        from fbl_jax.defaults import ConfigError  # defaults imports the losses lazily
 
-    return loss_fn
-
-
-def _check_classes(logits: Array, num_classes: int) -> None:
-    if logits.shape[-1] != num_classes:
-        raise ValueError(
-            f"logits have {logits.shape[-1]} classes but class_counts has {num_classes}: "
-            "build the loss with the training set's class counts"
+        raise ConfigError(
+            f"loss {kind.name!r} cannot share a compiled program with other runs: "
+            f"{kind.no_program}; train it on its own (fbl-train)"
         )
+    make_loss(loss_config, class_counts, num_epochs)  # every check of the single run
+    counts = checked_counts(class_counts)
+    own = kind.coefficients(kind.settings(loss_config), counts)
+    return with_kind(kind.name, own, counts.size)

@@ -4,7 +4,8 @@ The results table, summary.json and the figure legends all name runs through the
 so one setting is called the same everywhere: 'FBL (authors' form)', 'LA (τ=1.0)',
 'CE + τ-norm (τ=0.8)'. A label shows the loss settings that differ from their defaults, so two
 different loss settings never share one; settings outside the loss (learning rate …) are named
-by the results table's "Differs in" column instead. Standard library only.
+by the results table's "Differs in" column instead. Each loss kind's label comes from its
+declaration in fbl_jax/losses/kinds/ (which imports JAX, not the training code).
 """
 
 from __future__ import annotations
@@ -13,102 +14,44 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from fbl_jax.losses.settings import LOSS_DEFAULTS
+from fbl_jax.losses import registry
+from fbl_jax.losses.registry import differs as _differs
+from fbl_jax.losses.registry import fmt_decimal as _num
+from fbl_jax.losses.registry import fmt_short as _short
 from fbl_jax.report.run_dir import Run
 
-LOSS_LABELS = {
-    "ce": "CE",
-    "focal": "Focal",
-    "cb": "CB",
-    "ldam": "LDAM",
-    "ldam_drw": "LDAM-DRW",
-    "la": "LA",
-    "balanced_softmax": "Balanced softmax",
-    "fbl": "FBL",
-    "fbl_drw": "FBL-DRW",
-}
-FBL_FORM_LABELS = {"paper": "paper form", "authors_code": "authors' form"}
-# Each FBL form's usual A and curriculum (configs/cifar10_lt.py for the authors' form).
-FBL_FORM_DEFAULTS = {
-    "paper": {"fbl_scale": 1.0, "curriculum": "parabolic"},
-    "authors_code": {"fbl_scale": 60.0, "curriculum": "authors_code"},
-}
-CURRICULUM_LABELS = {"authors_code": "authors'"}
 # How the method column names fbl-decouple's methods.
 DECOUPLE_LABELS = {"tau_norm": "τ-norm", "la_posthoc": "post-hoc LA", "crt": "cRT", "lws": "LWS"}
 DECOUPLE_DEFAULTS = {"checkpoint": "best", "epochs": 10, "sampler": "class_balanced"}
 
 
-def _num(x: Any) -> str:
-    """τ, γ: at least one decimal ('1.0', '0.8', '0.25'); other text unchanged."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return f"{v:.1f}" if round(v, 1) == v else f"{v:g}"
-
-
-def _short(x: Any) -> str:
-    """A, epochs: the shortest form ('60', '2.5')."""
-    try:
-        return f"{float(x):g}"
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def _differs(value: Any, default: Any) -> bool:
-    try:
-        return float(value) != float(default)
-    except (TypeError, ValueError):
-        return str(value) != str(default)
-
-
-def _fbl_parts(get: Any) -> list[str]:
-    form = get("fbl_form")
-    usual = FBL_FORM_DEFAULTS.get(form, LOSS_DEFAULTS)
-    parts = [FBL_FORM_LABELS.get(form, f"form {form}")]
-    if _differs(get("fbl_scale"), usual["fbl_scale"]):
-        parts.append(f"A={_short(get('fbl_scale'))}")
-    curriculum = get("curriculum")
-    if curriculum != usual["curriculum"]:
-        parts.append(f"α(t) {CURRICULUM_LABELS.get(curriculum, curriculum)}")
-    if curriculum == "authors_code" and _differs(
-        get("curriculum_offset"), LOSS_DEFAULTS["curriculum_offset"]
-    ):
-        parts.append(f"α(t) offset {_short(get('curriculum_offset'))}")
-    if get("alpha_per_epoch"):
-        parts.append("α per epoch")
-    return parts
+def __getattr__(name: str) -> Any:
+    """LOSS_DEFAULTS: the defaults a label compares a run's loss fields with (the registry's)."""
+    if name == "LOSS_DEFAULTS":
+        return registry.defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def loss_label(loss: dict[str, Any]) -> str:
-    """'CE', 'LA (τ=1.0)', 'FBL (authors' form, A=150)' … from a config's `loss` section."""
+    """'CE', 'LA (τ=1.0)', 'FBL (authors' form, A=150)' … from a config's `loss` section.
 
-    def get(key: str) -> Any:
-        value = loss.get(key)
-        return LOSS_DEFAULTS[key] if value is None else value
-
+    The kind's declaration (fbl_jax/losses/kinds/) gives the name and which fields to show;
+    missing fields are the defaults (configs written before a field existed); an unknown kind
+    is named as it is.
+    """
     name = str(loss.get("name", "?"))
-    parts: list[str] = []
-    if name in ("fbl", "fbl_drw"):
-        parts += _fbl_parts(get)
-    elif name == "focal":
-        parts.append(f"γ={_num(get('focal_gamma'))}")
-    elif name == "cb":
-        parts.append(f"β={_short(get('cb_beta'))}")
-    elif name == "la":
-        parts.append(f"τ={_num(get('la_tau'))}")
-    if name in ("ldam", "ldam_drw"):
-        for key, sym in (("ldam_max_m", "m"), ("ldam_s", "s")):
-            if _differs(get(key), LOSS_DEFAULTS[key]):
-                parts.append(f"{sym}={_short(get(key))}")
-    if name in ("ldam_drw", "fbl_drw"):
-        if _differs(get("drw_start_epoch"), LOSS_DEFAULTS["drw_start_epoch"]):
-            parts.append(f"DRW from epoch {_short(get('drw_start_epoch'))}")
-        if _differs(get("cb_beta"), LOSS_DEFAULTS["cb_beta"]):
-            parts.append(f"β={_short(get('cb_beta'))}")
-    label = LOSS_LABELS.get(name, name)
-    return f"{label} ({', '.join(parts)})" if parts else label
+    kind = registry.find_kind(name)
+    if kind is None:
+        return name
+    values = {
+        f.name: f.default if loss.get(f.name) is None else loss.get(f.name) for f in kind.fields
+    }
+    parts = list(kind.label_parts(values)) if kind.label_parts else []
+    for f in kind.fields:
+        shown = f.name in kind.label_always or _differs(values[f.name], f.default)
+        if f.show is not None and shown:
+            parts.append(f.show(values[f.name]))
+    return f"{kind.label} ({', '.join(parts)})" if parts else kind.label
 
 
 def decouple_label(decouple: dict[str, Any]) -> str:

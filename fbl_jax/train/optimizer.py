@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
@@ -18,11 +19,24 @@ def make_lr_schedule(opt_config: Any, steps_per_epoch: int, num_epochs: int) -> 
     `decay_epochs=(160, 180)` with `decay_multipliers=(0.01, 0.0001)` reproduces the LDAM/FBL CIFAR
     schedule (lr·0.01 from epoch 160, lr·0.0001 from epoch 180); `(0.1, 0.01)` at `(120, 160)` the
     large-dataset one. Multipliers are relative to the base lr, not to the previous stage.
+
+    Warm-up over W = `warmup_epochs`: per step, lr·(1 + step)/(W·steps_per_epoch); with
+    `warmup_per_epoch`, the staircase of LDAM-DRW's `adjust_learning_rate` (which the FBL authors'
+    code copies): lr·(e + 1)/W for every step of epoch e < W. A staircase has one stair per epoch,
+    so W must then be a whole number (a fractional W would end the warm-up inside an epoch whose
+    stair (e + 1)/W is already above 1).
     """
     base = float(opt_config.learning_rate)
     if base <= 0:
         raise ValueError(f"optimizer.learning_rate must be > 0, got {base}")
-    warmup_steps = int(round(float(opt_config.warmup_epochs) * steps_per_epoch))
+    warmup_epochs = float(opt_config.warmup_epochs)
+    per_epoch = bool(opt_config.get("warmup_per_epoch", False))
+    if per_epoch and warmup_epochs != int(warmup_epochs):
+        raise ValueError(
+            f"optimizer.warmup_per_epoch needs a whole number of optimizer.warmup_epochs, got "
+            f"{opt_config.warmup_epochs}"
+        )
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
     total_steps = num_epochs * steps_per_epoch
     name = opt_config.schedule
     if name not in SCHEDULES:
@@ -58,8 +72,16 @@ def make_lr_schedule(opt_config: Any, steps_per_epoch: int, num_epochs: int) -> 
         after = optax.constant_schedule(base)
     if warmup_steps <= 1:
         return after
-    # Warm-up as in the LDAM/FBL code: lr·(1 + step)/warmup_steps for the first steps.
-    warmup = optax.linear_schedule(base / warmup_steps, base, warmup_steps - 1)
+    if per_epoch:
+
+        def warmup(step: Any) -> Any:
+            # traceable: the epoch of a (traced) step count, then its stair
+            epoch = jnp.asarray(step) // steps_per_epoch
+            return base * (epoch + 1) / warmup_epochs
+
+    else:
+        # per step: lr·(1 + step)/warmup_steps for the first steps
+        warmup = optax.linear_schedule(base / warmup_steps, base, warmup_steps - 1)
     return optax.join_schedules([warmup, after], [warmup_steps])
 
 
