@@ -32,7 +32,8 @@ preflight() {
   rm -rf /tmp/preflight
   python3 -m fbl_jax.cli.train --config=configs/demo.py --workdir=/tmp/preflight \
     --config.model.name=resnet8 --config.num_epochs=2 --config.loss.curriculum_offset=0.5 --config.eval_every_epochs=1 \
-    --config.checkpoint_every_epochs=1 >>"$out/preflight.log" 2>&1
+    --config.checkpoint_every_epochs=1 --config.optimizer.warmup_epochs=0.5 \
+    --config.optimizer.decay_epochs='(1,)' --config.optimizer.decay_multipliers='(0.1,)' >>"$out/preflight.log" 2>&1
 }
 if ! preflight; then
   echo "preflight failed with the image's packages; trying the carried flax/optax/orbax" | tee -a "$out/versions.txt"

@@ -59,6 +59,7 @@ def plan(kind: str, data_root: str) -> tuple[list[Bench], list[Run], list[Run], 
     """(first benchmarks, must-run trainings, optional trainings by priority, later benchmarks)."""
     if kind == "tiny":  # CPU-sized check of the scheduling logic
         demo = ["--config.model.name=resnet8", "--config.num_epochs=8"]
+        demo += ["--config.optimizer.decay_epochs=(6,7)"]
         first = [Bench("r8_b32", ["--model", "resnet8", "--batch-size", "32", "--steps", "5"], 30)]
         must = [Run("full_fbl", "configs/demo.py", demo, 120)]
         optional = [

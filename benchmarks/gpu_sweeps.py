@@ -69,6 +69,8 @@ def plan(kind: str, out: pathlib.Path, data_dir: str) -> list[tuple[str, list[st
     if kind == "tiny":  # the same logic on demo-sized work (CPU dry run)
         demo = ["--config=configs/demo.py", "--config.num_epochs=2", "--config.model.name=resnet8"]
         demo += ["--config.loss.curriculum_offset=0.5", "--config.eval_every_epochs=1"]
+        demo += ["--config.optimizer.warmup_epochs=0.5", "--config.optimizer.decay_epochs=(1,)"]
+        demo += ["--config.optimizer.decay_multipliers=(0.1,)"]
         bench = [py, "benchmarks/sweep_bench.py", "--model=resnet8", "--runs=1,2"]
         bench += ["--calls=2", "--warmup=0", "--num-images=512", f"--out={out / 'bench.json'}"]
         sw = [py, "-m", "fbl_jax.cli.sweep", *demo, f"--workdir={out / 'runs' / 'tiny_sweep'}"]

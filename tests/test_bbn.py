@@ -19,9 +19,9 @@ from fbl_jax.data.samplers import make_sampler
 from fbl_jax.models import get_model
 from fbl_jax.report.labels import method_name
 from fbl_jax.report.run_dir import load_run
-from fbl_jax.train import bbn
+from fbl_jax.train import bbn, runners, train_and_evaluate
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train import trainer as train
+from fbl_jax.train.preemption import Preempted
 
 COUNTS = np.array([200, 90, 40, 18, 8])
 
@@ -307,7 +307,7 @@ BBN_TINY = {
 @pytest.fixture(scope="module")
 def bbn_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bbn")
-    final = train.train_and_evaluate(tiny_config(**BBN_TINY), workdir)
+    final = train_and_evaluate(tiny_config(**BBN_TINY), workdir)
     return workdir, final
 
 
@@ -342,20 +342,20 @@ def test_tiny_run_resumes_to_identical_params(bbn_run, tmp_path, monkeypatch):
     """SIGTERM at step 20 (mid-epoch 1, both streams mid-epoch), restart: identical parameters."""
     ref_dir, _ = bbn_run
     workdir = tmp_path / "interrupted"
-    original = train._Runner.run
+    original = runners.ProgramRunner.advance
 
-    def run_then_sigterm(self, p_state, step, n):
-        out = original(self, p_state, step, n)
-        if step + out[2] == 20:
+    def advance_then_sigterm(self, step, n, alive):
+        out = original(self, step, n, alive)
+        if step + out[1] == 20:
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(train._Runner, "run", run_then_sigterm)
-    with pytest.raises(train.Preempted):
-        train.train_and_evaluate(tiny_config(**BBN_TINY), workdir)
-    monkeypatch.setattr(train._Runner, "run", original)
+    monkeypatch.setattr(runners.ProgramRunner, "advance", advance_then_sigterm)
+    with pytest.raises(Preempted):
+        train_and_evaluate(tiny_config(**BBN_TINY), workdir)
+    monkeypatch.setattr(runners.ProgramRunner, "advance", original)
     assert final_params(workdir)[0] == 20
-    train.train_and_evaluate(tiny_config(**BBN_TINY), workdir)
+    train_and_evaluate(tiny_config(**BBN_TINY), workdir)
     step, params = final_params(workdir)
     ref_step, ref_params = final_params(ref_dir)
     assert step == ref_step == 30

@@ -86,7 +86,7 @@ def test_one_call_evaluation_equals_a_call_per_batch():
     from train_helpers import tiny_config
 
     from fbl_jax.train import steps as train_steps
-    from fbl_jax.train.trainer import build_model, load_data
+    from fbl_jax.train.run_setup import build_model, load_data
 
     config = tiny_config()
     bundle = load_data(config)

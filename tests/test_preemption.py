@@ -13,8 +13,9 @@ import pytest
 from train_helpers import REPO, read_records, tiny_config
 
 from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import train_and_evaluate
+from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 from fbl_jax.train.timing import SpeedWindow
-from fbl_jax.train.trainer import PREEMPTED_EXIT_CODE, Preempted, train_and_evaluate
 
 STEPS_PER_EPOCH = 15  # the tiny demo: 494 images / batch 32
 

@@ -9,7 +9,7 @@ from train_helpers import final_params, read_records, tiny_config
 
 from fbl_jax import defaults
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train.trainer import train_and_evaluate
+from fbl_jax.train import train_and_evaluate
 
 
 @pytest.mark.parametrize(

@@ -1,29 +1,28 @@
-"""fbl-sweep: the --set product and its programs, the one-formula loss, and that a sweep's runs
-are the single runs: same steps (on 4 devices vs 1), same data, exact resume, a diverged run
-stopped alone."""
+"""fbl-sweep: the --set product and its programs, and that a sweep's runs are the single runs:
+same steps (on 4 devices vs 1), same data, exact resume, a diverged run stopped alone. The shared
+loss formula is tested in tests/test_loss_kinds.py."""
 
 import json
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
-from train_helpers import tiny_config
+from train_helpers import final_params, read_records, tiny_config
 
 from fbl_jax import losses
 from fbl_jax.data import build_datasets
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.defaults import ConfigError
-from fbl_jax.losses import program as sweep_loss
 from fbl_jax.report.run_dir import load_run
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import optimizer as optim
 from fbl_jax.train import programs as sweep_spec
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train.sweep import make_sweep_step, train_sweep
-from fbl_jax.train.trainer import build_model
+from fbl_jax.train import train_and_evaluate, train_sweep
+from fbl_jax.train.run_setup import build_model, init_train_state, load_data
+from fbl_jax.train.runners import ProgramRunner
 
 # ----------------------------------------------------------------------------- the product
 
@@ -56,7 +55,8 @@ def test_expand_is_the_cartesian_product_with_named_runs():
         ([("loss.nmae", ["ce"])], "did you mean name"),
         ([("loss.name", ["nonsense"])], "config.loss.name='nonsense'"),
         ([("seed", [0]), ("seed", [1])], "more than once"),
-        ([("num_epochs", [0])], "positive integer"),
+        ([("num_epochs", [0])], "num_epochs=0"),
+        ([("optimizer.learning_rate", [True])], "takes a float, not a bool"),
     ],
 )
 def test_expand_rejects_bad_sets(sets, match):
@@ -80,102 +80,6 @@ def test_programs_split_only_where_runs_cannot_share_one():
     programs = sweep_spec.group_programs(runs)
     assert [len(p.runs) for p in programs] == [2, 2]
     assert sweep_spec.differences(programs) == ["model.name"]
-
-
-# ----------------------------------------------------------------------------- the loss
-
-COUNTS = np.array([50, 20, 8, 3], np.float64)
-T = 20
-
-
-def _loss_config(**kw):
-    c = ml_collections.ConfigDict(dict(losses.LOSS_DEFAULTS))
-    c.name = "ce"
-    c.update(kw)
-    return c
-
-
-LOSS_CASES = [
-    {"name": "ce"},
-    {"name": "fbl", "fbl_form": "paper", "curriculum": "parabolic"},
-    {"name": "fbl", "fbl_form": "authors_code", "fbl_scale": 60.0, "curriculum": "authors_code",
-     "curriculum_offset": 4.0, "alpha_per_epoch": True},
-    {"name": "fbl", "curriculum": "sine"},
-    {"name": "fbl", "curriculum": "cosine"},
-    {"name": "fbl", "curriculum": "linear_decrease"},
-    {"name": "fbl", "curriculum": "linear", "fbl_scale": 2.0},
-    {"name": "fbl_drw", "fbl_form": "authors_code", "fbl_scale": 30.0, "drw_start_epoch": 10.0},
-    {"name": "cb", "cb_beta": 0.99},
-    {"name": "focal", "focal_gamma": 2.0},
-    {"name": "la", "la_tau": 1.5},
-    {"name": "balanced_softmax"},
-    {"name": "ldam", "ldam_max_m": 0.4, "ldam_s": 20.0},
-    {"name": "ldam_drw", "drw_start_epoch": 10.0},
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("case", LOSS_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
-@pytest.mark.parametrize("epoch", [0.0, 7.3, 12.0])
-def test_sweep_loss_is_each_single_run_loss(case, epoch):
-    """Value and gradient (w.r.t. logits and features) equal losses.make_loss's."""
-    cfg = _loss_config(**case)
-    rng = np.random.default_rng(0)
-    logits = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
-    if case["name"].startswith("ldam"):
-        logits = jnp.tanh(logits)  # cosine logits
-    features = jnp.asarray(rng.normal(size=(16, 8)) * 2.0, jnp.float32)
-    labels = jnp.asarray(rng.integers(0, 4, 16), jnp.int32)
-    h = {k: jnp.asarray(v) for k, v in sweep_loss.run_hypers(cfg, COUNTS, T).items()}
-    single = losses.make_loss(cfg, COUNTS, T)
-
-    def f_single(z, f):
-        return single(z, f, labels, jnp.float32(epoch))[0]
-
-    def f_sweep(z, f):
-        return sweep_loss.sweep_loss(z, f, labels, jnp.float32(epoch), h, T)[0]
-
-    v1, g1 = jax.value_and_grad(f_single, argnums=(0, 1))(logits, features)
-    v2, g2 = jax.value_and_grad(f_sweep, argnums=(0, 1))(logits, features)
-    np.testing.assert_allclose(v2, v1, rtol=2e-6, atol=1e-7)
-    for a, b in zip(g2, g1):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
-    a1 = single(logits, features, labels, jnp.float32(epoch))[1]["alpha"]
-    a2 = sweep_loss.sweep_loss(logits, features, labels, jnp.float32(epoch), h, T)[1]["alpha"]
-    np.testing.assert_allclose(a2, a1, rtol=1e-6)
-
-
-def test_sweep_loss_against_numpy_formula():
-    """FBL (authors' form) with an LA offset and DRW weights at once, written out in NumPy."""
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=(6, 4))
-    f = rng.normal(size=(6, 5))
-    y = rng.integers(0, 4, 6)
-    lam = (np.log(COUNTS.max()) - np.log(COUNTS)) / np.log(COUNTS.max() / COUNTS.min()) * 60.0
-    offset = 0.7 * np.log(COUNTS / COUNTS.sum())
-    w = (1 - 0.999) / (1 - 0.999**COUNTS)
-    w = w / w.sum() * 4
-    epoch = 11.0
-    alpha = (epoch / T) ** 2
-    zb = z - alpha * lam[None] / np.linalg.norm(f, axis=1, keepdims=True) + offset[None]
-    logp = zb - np.log(np.exp(zb).sum(1, keepdims=True))
-    want = np.sum(w[y] * -logp[np.arange(6), y]) / np.sum(w[y])
-    h = {
-        k: jnp.asarray(v)
-        for k, v in sweep_loss.run_hypers(
-            _loss_config(name="fbl_drw", fbl_form="authors_code", fbl_scale=60.0,
-                         cb_beta=0.999, drw_start_epoch=10.0), COUNTS, T
-        ).items()
-    }  # fmt: skip
-    h["logit_offset"] = jnp.asarray(offset, jnp.float32)
-    got = sweep_loss.sweep_loss(
-        jnp.asarray(z, jnp.float32),
-        jnp.asarray(f, jnp.float32),
-        jnp.asarray(y),
-        jnp.float32(epoch),
-        h,
-        T,
-    )[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -219,55 +123,42 @@ def _single_run_params(config, seed, loss_kw, steps):
     return jax.device_get(flax.jax_utils.unreplicate(p_state))
 
 
-@pytest.mark.parametrize("run_axis", ["vmap", "unroll"])
-def test_sweep_steps_on_four_devices_equal_single_runs_on_one(run_axis):
+@pytest.mark.parametrize("run_axis", ["vmap", "sequential"])
+def test_program_steps_on_four_devices_equal_single_runs_on_one(run_axis):
     steps = 3
-    config = tiny_config()
     assert jax.device_count() == 4
-    bundle = build_datasets(
-        config.data, global_batch_size=config.batch_size, seed=123,
-        eval_batch_size=config.eval_batch_size, num_epochs=config.num_epochs,
-    )  # fmt: skip
-    model = build_model(config, bundle.num_classes)
-    spe = bundle.steps_per_epoch
-    lr = optim.make_lr_schedule(config.optimizer, spe, config.num_epochs)
-    states, hypers = [], []
-    for seed, kw in RUNS:
-        cfg = tiny_config(seed=seed, **{f"loss.{k}": v for k, v in kw.items()})
-        rng = jax.random.key(seed, impl="rbg")
-        variables = train_steps.init_variables(rng, model, bundle.image_shape)
-        tx = optim.make_optimizer(cfg.optimizer, lr, variables["params"], cfg.model.freeze)
-        states.append(train_steps.create_train_state(rng, model, bundle.image_shape, tx, variables))
-        h = sweep_loss.run_hypers(cfg.loss, bundle.class_counts, cfg.num_epochs)
-        h["seed"] = np.int32(seed)
-        hypers.append(h)
-    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *states)
-    vstep = make_sweep_step(model, tx, lr, spe, bundle.train, config.num_epochs, None, run_axis)
-    p_step = jax.pmap(vstep, axis_name=train_steps.AXIS)
-    p_state = flax.jax_utils.replicate(stacked)
-    data = flax.jax_utils.replicate(bundle.train.device_data())
-    p_h = flax.jax_utils.replicate(sweep_loss.stack_hypers(hypers))
-    for _ in range(steps):
-        p_state, metrics = p_step(p_state, data, p_h)
-    swept = jax.device_get(flax.jax_utils.unreplicate(p_state))
-    assert np.asarray(metrics["step"])[0].tolist() == [steps - 1] * len(RUNS)
+    configs = [
+        tiny_config(seed=s, sweep_run_axis=run_axis, **{f"loss.{k}": v for k, v in kw.items()})
+        for s, kw in RUNS
+    ]
+    bundle = load_data(tiny_config(seed=123))  # each run brings its own data seed
+    model = build_model(configs[0], bundle.num_classes)
+    lr = optim.make_lr_schedule(configs[0].optimizer, bundle.steps_per_epoch, 2)
+    states, txs = zip(*[init_train_state(c, model, bundle.image_shape, lr) for c in configs])
+    program = ProgramRunner(configs, bundle, model, txs[0], lr, list(states))
+    assert program.axis == run_axis
+    for step in range(steps):
+        metrics, done, _ = program.advance(step, 1, [True] * len(RUNS))
+        assert done == 1
+    assert [int(m["step"][0, -1]) for m in metrics] == [steps - 1] * len(RUNS)
+    swept = [program.host_state(r) for r in range(len(RUNS))]
     for r, (seed, kw) in enumerate(RUNS):
         key = (seed, tuple(sorted(kw.items())), steps)
-        if key not in _SINGLE_CACHE:  # the same references serve both run axes
-            _SINGLE_CACHE[key] = _single_run_params(config, seed, kw, steps)
+        if key not in _SINGLE_CACHE:  # the same references serve both runners
+            _SINGLE_CACHE[key] = _single_run_params(configs[0], seed, kw, steps)
         single = _SINGLE_CACHE[key]
         for part in ("params", "batch_stats"):
             flat_s = flax.traverse_util.flatten_dict(getattr(single, part))
-            flat_w = flax.traverse_util.flatten_dict(getattr(swept, part))
+            flat_w = flax.traverse_util.flatten_dict(getattr(swept[r], part))
             assert flat_s.keys() == flat_w.keys()
-            for key in flat_s:
-                want = np.asarray(flat_s[key]).reshape(flat_w[key][r].shape)
+            for name in flat_s:
+                want = np.asarray(flat_s[name]).reshape(flat_w[name].shape)
                 np.testing.assert_allclose(
-                    flat_w[key][r], want, rtol=2e-4, atol=2e-5, err_msg=f"run {r} {key}"
+                    flat_w[name], want, rtol=2e-4, atol=2e-5, err_msg=f"run {r} {name}"
                 )
     # the runs really differ (different seeds and losses moved them apart)
-    k = next(iter(flax.traverse_util.flatten_dict(swept.params)))
-    w = flax.traverse_util.flatten_dict(swept.params)[k]
+    name = next(iter(flax.traverse_util.flatten_dict(swept[0].params)))
+    w = [flax.traverse_util.flatten_dict(s.params)[name] for s in swept]
     assert np.abs(w[0] - w[1]).max() > 1e-3 and np.abs(w[0] - w[2]).max() > 1e-5
 
 
@@ -319,6 +210,30 @@ def test_sweep_writes_ordinary_run_directories(finished_sweep):
         assert run is not None and problems == [], problems
         assert run.final == finals[name]
         assert 0.0 <= finals[name]["last"]["top1"] <= 1.0
+
+
+def _without_timing(records):
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+
+
+def test_sweep_runs_equal_their_single_runs_bit_for_bit(finished_sweep, tmp_path):
+    """On the CPU every run of a sweep, and a sweep of one run, is the fbl-train run of its
+    config: the same metrics.jsonl records (timing aside) and the same parameters, exactly."""
+    workdir, finals = finished_sweep
+    single = tmp_path / "single"
+    final = train_and_evaluate(tiny_config(seed=1, **{"loss.name": "la"}), single)
+    assert final == finals["seed=1,loss.name=la"]
+    one = tmp_path / "one_run_sweep"
+    train_sweep(tiny_config(**{"loss.name": "la"}), [("seed", [1])], one)
+    want = _without_timing(read_records(single))
+    for run_dir in (workdir / "seed=1,loss.name=la", one / "seed=1"):
+        assert _without_timing(read_records(run_dir)) == want, run_dir
+        step, params = final_params(run_dir)
+        ref_step, ref_params = final_params(single)
+        assert step == ref_step == 30
+        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
+            np.testing.assert_array_equal(a, b)
+    assert finals["seed=0,loss.name=la"] != final  # another seed is another run
 
 
 @pytest.mark.parametrize("kill_step", [30, 15], ids=["second_round", "first_round"])
@@ -383,7 +298,7 @@ def test_sigterm_stops_a_sweep_with_checkpoints_and_it_resumes(
 ):
     import signal
 
-    from fbl_jax.train.trainer import PREEMPTED_EXIT_CODE, Preempted
+    from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 
     _, ref_finals = finished_sweep
     original = checkpointing.Checkpoints.save

@@ -17,7 +17,7 @@ from fbl_jax import losses
 from fbl_jax.models import get_model
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train.trainer import train_and_evaluate
+from fbl_jax.train import train_and_evaluate
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ r"""fbl-sweep: train the cartesian product of --set values, as few compiled prog
         --set seed=0,1,2 --set loss.curriculum=parabolic,linear,sine,cosine,linear_decrease
 
 Each combination becomes an ordinary run directory WORKDIR/<key=value,...>/ (what fbl-train
-writes, so fbl-report and fbl-decouple read it). Runs that differ only in the seed, numeric loss
-settings, the α(t) schedule or the loss kind (fbl, fbl_drw, ce, cb, focal, la,
-balanced_softmax; ldam and ldam_drw with a cosine head) train together in one program; other
-differences start another program, and the log says how many and why. The same command resumes
-a killed sweep.
+writes, so fbl-report and fbl-decouple read it). Runs that differ only in the seed or the loss
+(kind, numbers, α(t) schedule) train together in one program, through the same loop as
+fbl-train: on accelerators vmapped in one call, on the CPU each run its own call (and then each
+run equals its fbl-train run bit for bit). Other differences start another program, and the log
+says how many and why. The same command resumes a killed sweep.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def define_flags() -> list[str]:
 
 def main(argv: list[str]) -> None:
     cli.start(argv, FLAGS.config.distributed)
+    from fbl_jax.train import train_sweep  # after jax.distributed joins hosts
     from fbl_jax.train.programs import parse_set
-    from fbl_jax.train.sweep import train_sweep  # after jax.distributed joins hosts
 
     sets = [parse_set(text) for text in FLAGS.set]
     train_sweep(FLAGS.config, sets, FLAGS.workdir)

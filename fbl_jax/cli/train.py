@@ -26,7 +26,7 @@ def define_flags() -> list[str]:
 
 def main(argv: list[str]) -> None:
     cli.start(argv, FLAGS.config.distributed)
-    from fbl_jax.train.trainer import train_and_evaluate  # after jax.distributed joins hosts
+    from fbl_jax.train import train_and_evaluate  # after jax.distributed joins hosts
 
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -23,8 +23,8 @@ from fbl_jax.decouple.config import CHECKPOINTS, TAU_METHODS
 from fbl_jax.decouple.steps import make_adjusted_eval_step
 from fbl_jax.defaults import ConfigError
 from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import run_setup as train
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train import trainer as train
 from fbl_jax.train.writers import MetricWriter
 
 

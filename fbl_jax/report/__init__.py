@@ -110,7 +110,9 @@ def make_report(
                 )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from fbl_jax.report import plots as report_plots  # matplotlib only when there is something to plot
+    from fbl_jax.report import (
+        plots as report_plots,
+    )  # matplotlib only when there is something to plot
 
     settings = aggregate_settings(runs, ignore_keys)
     for s in settings:
@@ -282,4 +284,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point (fbl-report)."""
     sys.exit(main(sys.argv[1:]))
-

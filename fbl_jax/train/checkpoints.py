@@ -165,6 +165,33 @@ class Checkpoints:
         self._best.close()
 
 
+def restore_together(
+    ckpts: list[Checkpoints], states: list[Any], identity: dict[str, Any]
+) -> tuple[int, list[dict | None]]:
+    """(step, metas): the runs of a program restored at the latest step ALL of them saved.
+
+    Saves happen in lockstep, but a kill in the middle of a round leaves some runs a round
+    ahead; a run with no checkpoint at all sends every run back to step 0. `states` is updated
+    in place; a run started afresh has meta None.
+    """
+    latest = [c.latest_step() for c in ckpts]
+    metas: list[dict | None] = [None] * len(ckpts)
+    if all(s is None for s in latest):
+        return 0, metas
+    common = 0 if any(s is None for s in latest) else min(latest)
+    for r, c in enumerate(ckpts):
+        restored = c.restore_latest(states[r], identity, at_most=common)
+        if restored is not None:
+            states[r], metas[r] = restored
+        latest[r] = int(states[r].step)
+    if len(set(latest)) > 1:  # e.g. a run's newest checkpoint was unreadable
+        raise RuntimeError(
+            f"the runs resumed at different steps {latest} ({[str(c.workdir) for c in ckpts]});"
+            f" remove the checkpoints after step {min(latest)} of the runs ahead, or start anew"
+        )
+    return latest[0], metas
+
+
 def check_identity(meta: dict[str, Any], identity: dict[str, Any], workdir: pathlib.Path) -> None:
     diffs = [
         f"{key}: checkpoint has {meta.get(key)!r}, config gives {identity.get(key)!r}"

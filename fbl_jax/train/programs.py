@@ -14,32 +14,25 @@ import dataclasses
 import difflib
 import itertools
 import json
+import pathlib
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import ml_collections
 
-from fbl_jax import defaults
+from fbl_jax import defaults, losses
 from fbl_jax.defaults import ConfigError
 
-# Config fields that may differ between the runs of one program (sweep_loss.py gives each run
-# its own λ, α(t) schedule, logit offsets, margins, class weights and focal γ from these).
+# Config fields that may differ between the runs of one program: the seed, and the loss kind and
+# the fields of the kinds that share programs (losses.program_coefficients turns them into each
+# run's λ, α(t) schedule, logit offsets, margins, class weights and focal γ).
 RUN_AXIS_KEYS = (
     "seed",
     "run_name",
     "loss.name",
-    "loss.fbl_form",
-    "loss.fbl_scale",
-    "loss.curriculum",
-    "loss.curriculum_offset",
-    "loss.alpha_per_epoch",
-    "loss.focal_gamma",
-    "loss.cb_beta",
-    "loss.ldam_max_m",
-    "loss.ldam_s",
-    "loss.drw_start_epoch",
-    "loss.la_tau",
+    *(f"loss.{field}" for field in losses.program_fields()),
 )
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._=,+-]")
 
@@ -109,6 +102,11 @@ def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     if leaf not in node:
         _unknown(key, ".".join(parents), leaf, node)
     current = node[leaf]
+    if isinstance(value, bool) and current is not None and not isinstance(current, bool):
+        # ml_collections would store True as 1.0 in a float field
+        raise ConfigError(
+            f"--set {key}={value}: {key} takes a {type(current).__name__}, not a bool"
+        )
     if isinstance(current, bool) and isinstance(value, str):
         value = {"true": True, "false": False}.get(value.lower(), value)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -198,3 +196,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def claim_workdir(workdir: pathlib.Path, spec: dict[str, Any]) -> None:
+    """The workdir names the sweep: a restart resumes it, another sweep there is an error."""
+    path = workdir / "sweep.json"
+    text = json.dumps(spec, indent=1, default=list)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("runs") != json.loads(text)["runs"]:
+            raise ConfigError(
+                f"{workdir} holds another sweep (its sweep.json lists other runs); use a new "
+                "--workdir, or the same --set values to resume it"
+            )
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        path.write_text(text + "\n")
