@@ -9,6 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fbl_jax", "fbl_jax.*"]),
+    package_data={"fbl_jax.reproduce": ["paper_numbers.json"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10.2",
@@ -44,6 +45,7 @@ setup(
             "fbl-decouple=fbl_jax.cli.decouple:run",
             "fbl-bench=fbl_jax.benchmark:run",
             "fbl-sweep=fbl_jax.cli.sweep:run",
+            "fbl-reproduce=fbl_jax.reproduce.cli:run",
         ]
     },
 )

@@ -8,11 +8,12 @@ Nesterov SGD lr 0.1, wd 2e-4, 5 warm-up epochs in per-epoch stairs, lr × 0.01 /
 BBN's IMBALANCECIFAR100 inherits the CIFAR-10 normalisation; this config keeps the CIFAR-100
 mean/std of configs/cifar100_lt.py, so its inputs match the FBL runs'.
 
-Data: the LOSSLESS CIFAR-100 copy (part 1: the long-tailed pool, data.train_pool=True,
-data.n_max=500), as configs/cifar100_lt.py says:
+Data: the LOSSLESS CIFAR-100 copy, both parts in one folder (the full training set; the data
+settings are configs/cifar100_lt.py's, --config.data.train_pool=True for part 1's LT pool alone):
 
     mkdir -p /data/cifar100-lossless
     tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part1.tar.gz -C /data/cifar100-lossless
+    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part2.tar.gz -C /data/cifar100-lossless
     fbl-train --config=configs/cifar100_lt_bbn.py --workdir=runs/c100lt_if100_bbn \
         --config.data.root=/data/cifar100-lossless --config.data.cache_dir=/data/cache
     # IF 50 (BBN's yaml, RATIO 0.02): --config.data.imbalance_factor=50

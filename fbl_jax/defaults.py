@@ -93,7 +93,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.subset_seed = 0
     c.data.n_max = placeholder(int)  # LT head class; None: the smallest source class
     c.data.train_pool = False  # train split is a pool, not the full set (bundle.long_tail_profile)
-    # split_list whose train list IS the long-tailed subset (benchmarks/pack_lt_split.py):
+    # split_list whose train list IS the long-tailed subset (fbl-reproduce pack):
     # imbalance_factor then labels the run and is checked against the list's class counts
     c.data.list_is_subset = False
     c.data.minival_per_class = 100

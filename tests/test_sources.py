@@ -440,7 +440,7 @@ def test_build_datasets_image_folder_balanced_and_errors(tmp_path):
 
 
 def test_split_list_with_the_device_pipeline_decodes_the_listed_images(tmp_path):
-    """A packed subset (benchmarks/pack_lt_split.py) read as split lists: exactly the listed
+    """A packed subset (fbl-reproduce pack) read as split lists: exactly the listed
     files, in the listed order, with the val list as the minival."""
     train = _write_webp_tree(tmp_path, "train", (4, 3, 2), size=8)
     test = _write_webp_tree(tmp_path, "test", (2, 2, 2), size=8, seed=1)

@@ -131,7 +131,7 @@ def _check_listed_subset(cfg: Any, source: str, train: Split, num_classes: int, 
         raise ValueError(
             f"data.list_is_subset=True but the train list's class counts {have.tolist()} are not "
             f"the IF {imbalance:g} profile {want.tolist()}; set data.imbalance_factor to the list's "
-            "or pack the list again (benchmarks/pack_lt_split.py)"
+            "or pack the list again (fbl-reproduce pack)"
         )
 
 
@@ -160,7 +160,8 @@ def long_tail_profile(
     (:func:`select_long_tail_indices`): the same class counts and an equally unbiased choice, but
     NOT the images the full set gives at the same ``subset_seed`` (a seeded random pool cannot
     hold those). An unbalanced split without ``train_pool`` is an error, never a silent
-    ``n_max`` = its smallest class.
+    ``n_max`` = its smallest class; so is one with a class short of ``data.n_max``
+    (:func:`check_full_set`).
     """
     num_classes = len(class_names)
     source_counts = np.bincount(labels, minlength=num_classes)
@@ -169,6 +170,8 @@ def long_tail_profile(
     lo, hi = int(source_counts.min()), int(source_counts.max())
     smallest = int(np.argmin(source_counts))
     if not bool(_get(cfg, "train_pool", False)):
+        if n_max_cfg is not None:
+            check_full_set(source_counts, class_names, int(n_max_cfg))
         if hi > BALANCE_TOLERANCE * lo:
             raise ValueError(
                 f"data.imbalance_factor={imbalance_factor:g} carves a long-tailed subset from a "
@@ -228,6 +231,29 @@ def long_tail_profile(
         n_max,
     )
     return counts
+
+
+def check_full_set(source_counts: np.ndarray, class_names: list[str], n_max: int) -> None:
+    """With ``data.n_max`` and no ``train_pool``, every class must hold ``n_max`` images.
+
+    The config then says the split IS the full training set (e.g. CIFAR-100's 500 per class).
+    A split short of that is a pool or a partial copy (the lossless CIFAR-100 part 1 without
+    part 2): its subset would not be the full set's, so say so instead of training on it.
+    """
+    short = np.flatnonzero(source_counts < n_max)
+    if not short.size:
+        return
+    c = int(short[np.argmin(source_counts[short])])
+    raise ValueError(
+        f"data.train_pool=False and data.n_max={n_max} say the training split is the full set "
+        f"with {n_max} images per class, but {short.size} of its {len(source_counts)} classes "
+        f"hold fewer (e.g. class {c} {class_names[c]!r} has {int(source_counts[c])}; "
+        f"{int(source_counts.sum())} images in all): it is a pool or a partial copy, e.g. "
+        "part 1 of the lossless CIFAR-100 copy alone. Extract the rest into the same folder "
+        "(tar -xzf cifar100-lossless-part2.tar.gz -C <data.root>) for the full training set, or "
+        "set data.train_pool=True to draw the subset from the pool (same class counts, not the "
+        "same images)"
+    )
 
 
 def check_pool_minival(

@@ -37,7 +37,7 @@ class Run:
     dir: pathlib.Path
     meta: dict[str, Any] = dataclasses.field(  # saved with every checkpoint
         default_factory=lambda: dict.fromkeys(
-            ("best_minival", "best_step", "best_test_record", "last_test_record")
+            ("best_minival", "best_step", "best_test_record", "last_test_record", "partial_train")
         )
     )
     failed: str | None = None  # why it stopped (a non-finite loss)
@@ -130,12 +130,15 @@ class _Loop:
                     timing.add("train", -compile_s)
                     log.info("compiled the train call (%d step(s)) in %.1f s", done, compile_s)
                     speed.restart(step)  # images/s counts steady-state steps only
-                if step % config.log_every_steps == 0 or step == total_steps or stop.is_set():
+                if step % config.log_every_steps == 0 or step == total_steps:
                     with timing.measure("train"):  # waits for the dispatched steps
                         fetched = self._check_finite(pending)
                     self._train_records(fetched, step, speed.rate(step, config.batch_size))
                     pending = []
                     speed.restart(step)
+                elif stop.is_set():  # the interval's steps so far go into the checkpoint, so
+                    self._keep_partial(self._check_finite(pending))  # its record is as if
+                    pending = []  # uninterrupted
                 if step % spe == 0:
                     with timing.measure("train"):  # never evaluate or save a diverged state
                         self._check_finite(pending)
@@ -175,14 +178,31 @@ class _Loop:
             )
         return fetched
 
+    def _interval(self, r: int, fetched: list) -> dict[str, np.ndarray]:
+        """Run r's per-call loss, accuracy and step counts since its last train record."""
+        ms = [m[r] for m in fetched]
+        # a while-loop call's entry is the mean of `count` steps; a scanned call's, one step
+        out = {k: np.concatenate([m[k][0] for m in ms]) for k in ("loss", "train_top1")}
+        out["count"] = np.concatenate([m.get("count", np.ones_like(m["loss"]))[0] for m in ms])
+        kept = self.runs[r].meta["partial_train"]  # steps before a SIGTERM in this interval
+        if kept:
+            out = {k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in out.items()}
+        return out
+
+    def _keep_partial(self, fetched: list) -> None:
+        for r, run in enumerate(self.runs):
+            if not run.failed:
+                interval = self._interval(r, fetched)
+                run.meta["partial_train"] = {k: v.tolist() for k, v in interval.items()}
+
     def _train_records(self, fetched: list, step: int, rate: float | None) -> None:
         for r, run in enumerate(self.runs):
             if run.failed:
                 continue
             ms = [m[r] for m in fetched]
-            # a while-loop call's entry is the mean of `count` steps; a scanned call's, one step
-            count = np.concatenate([m.get("count", np.ones_like(m["loss"]))[0] for m in ms])
-            mean = {k: float(np.sum(np.concatenate([m[k][0] for m in ms]) * count) / np.sum(count))
+            v = self._interval(r, fetched)
+            run.meta["partial_train"] = None
+            mean = {k: float(np.sum(v[k] * v["count"]) / np.sum(v["count"]))
                     for k in ("loss", "train_top1")}  # fmt: skip
             record = {"type": "train", "step": step, "epoch": step / self.spe, **mean}
             record.update(lr=float(ms[-1]["lr"][0][-1]), alpha=float(ms[-1]["alpha"][0][-1]))

@@ -1,0 +1,227 @@
+"""fbl-reproduce: the paper's tables from one command, on the hardware this machine has.
+
+    fbl-reproduce --plan paper --data-root DIR --out OUT [--datasets cifar10_lt,cifar100_lt]
+                  [--tables 2,4,5] [--seeds 3] [--budget 15m] [--dry-run]
+    fbl-reproduce --plan tiny --out OUT          # the same machinery on demo-sized work
+    fbl-reproduce pack ...                       # data as split lists for an offline host
+
+DIR holds the lossless image folders (DIR/cifar10/{train,test}/..., DIR/cifar100/...) or their
+packed split lists (`fbl-reproduce pack`). The plan is printed with the runs of each stage and
+an estimate from a short timing probe on this machine; stages then run in priority order until
+the budget is used, leaving checkpoints: the same command resumes. The report (OUT/report/:
+paper_comparison.md, fbl-report's tables and figures) is written at the end of every call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import pathlib
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fbl_jax.defaults import ConfigError
+
+log = logging.getLogger("fbl_jax")
+PROG = "fbl-reproduce"
+
+
+def parse_budget(text: str) -> float:
+    """'15m', '2h', '90s', '900' → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"--budget={text!r}: give a duration such as 15m, 2h, 90s or 900")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Subcommand: `fbl-reproduce pack --help` packs data for an offline host.",
+    )
+    p.add_argument("--plan", default="paper", help="paper (CIFAR-LT, the paper's protocol) | tiny")
+    p.add_argument("--out", required=True, help="output folder; the same one resumes")
+    p.add_argument(
+        "--data-root", default="", help="folder with cifar10/ and cifar100/ (plan paper)"
+    )
+    p.add_argument("--datasets", default="", help="comma-separated; default: the plan's all")
+    p.add_argument(
+        "--tables", default="2,4,5", help="2 (methods), 4 (curricula + A), 5 (per class)"
+    )
+    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (paper 3, tiny 1)")
+    p.add_argument("--budget", default="", help="stop (resumably) after this long: 15m, 2h, 900")
+    p.add_argument("--only", default="", help="comma-separated stage names (see --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, exit")
+    return p
+
+
+def _data_overrides(plan: str, datasets: Sequence[str], data_root: str, out: pathlib.Path):
+    from fbl_jax.reproduce.plan import DATASETS
+
+    if plan == "tiny":
+        return {}
+    if not data_root:
+        raise ConfigError("--plan paper needs --data-root DIR (with cifar10/ and cifar100/)")
+    overrides = {}
+    for dataset in datasets:
+        folder = pathlib.Path(data_root) / DATASETS[dataset][1]
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{folder} does not exist: extract the lossless CIFAR archives there (README, "
+                "'Running the paper's protocols') or pack them with `fbl-reproduce pack`"
+            )
+        if _is_packed(folder):
+            overrides[dataset] = {"packed": str(folder)}
+        else:
+            overrides[dataset] = {"data.root": str(folder), "data.cache_dir": str(out / "cache")}
+    return overrides
+
+
+def _is_packed(folder: pathlib.Path) -> bool:
+    return any(folder.glob("*manifest*.json"))
+
+
+def _packed_overrides(folder: str, imbalance: int) -> dict[str, Any]:
+    from fbl_jax.reproduce.pack import data_flags
+
+    out = {}
+    for flag in data_flags(folder, imbalance):
+        key, _, value = flag.removeprefix("--config.").partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _resolve_packed(stages) -> None:
+    for stage in stages:
+        packed = stage.base["overrides"].pop("packed", None)
+        if packed:
+            stage.base["overrides"].update(_packed_overrides(packed, stage.imbalance))
+
+
+def _describe(stages, out: pathlib.Path) -> float:
+    """Print the plan: runs, programs and an estimate per stage; returns the total estimate."""
+    from fbl_jax.reproduce.execute import count_programs, stage_runs
+    from fbl_jax.reproduce.probe import estimate_seconds, probe
+
+    total, lines = 0.0, []
+    for stage in stages:
+        config = stage.config()
+        steps = config.num_epochs * _steps_per_epoch(config)
+        if stage.decouple:
+            runs, programs = len(stage_runs(stage, out)), 1
+            seconds = runs * 10.0 if stage.decouple == "tau_norm" else runs * steps * 0.02
+            estimate = seconds
+        else:
+            runs, programs = count_programs(stage)
+            measured = probe(config, out / "probe.json")
+            estimate = estimate_seconds(measured, runs, steps, programs)
+        total += estimate
+        what = f"{stage.decouple} on the CE runs" if stage.decouple else f"{programs} program(s)"
+        lines.append(f"  {stage.name:<42} {runs:>3} run(s)  {what:<24} ~{_human(estimate)}")
+    print(f"plan: {len(stages)} stage(s), estimated {_human(total)} on this machine", flush=True)
+    print("\n".join(lines), flush=True)
+    return total
+
+
+def _steps_per_epoch(config: Any) -> int:
+    from fbl_jax.data.long_tail import long_tail_counts
+    from fbl_jax.train.run_setup import load_data
+
+    if config.data.source == "synthetic_digits":
+        return load_data(config).steps_per_epoch
+    classes = config.data.num_classes
+    n_max = config.data.get("n_max") or (5000 if classes == 10 else 500)
+    return sum(long_tail_counts(classes, n_max, config.data.imbalance_factor)) // config.batch_size
+
+
+def _human(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    from fbl_jax.reproduce import compare
+    from fbl_jax.reproduce.execute import run_stages, stage_runs
+    from fbl_jax.reproduce.plan import DATASETS, PLANS, TABLES, build_plan, parse_list
+
+    out = pathlib.Path(args.out).absolute()
+    parse_list(args.plan, PLANS, "plan")
+    plan_datasets = ["digits_lt"] if args.plan == "tiny" else ["cifar10_lt", "cifar100_lt"]
+    datasets = (
+        parse_list(args.datasets, plan_datasets, "datasets") if args.datasets else plan_datasets
+    )
+    tables = parse_list(args.tables, TABLES, "tables")
+    seeds = args.seeds if args.seeds is not None else (1 if args.plan == "tiny" else 3)
+    budget = parse_budget(args.budget) if args.budget else float("inf")
+    overrides = _data_overrides(args.plan, datasets, args.data_root, out)
+    stages = build_plan(args.plan, datasets, tables, seeds, overrides)
+    _resolve_packed(stages)
+    if args.only:
+        names = parse_list(args.only, [s.name for s in stages], "only")
+        stages = [s for s in stages if s.name in names]
+    assert all(d in DATASETS for d in datasets)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = [{"name": s.name, "table": s.table, "sets": s.sets, "base": s.base} for s in stages]
+    (out / "plan.json").write_text(json.dumps({"stages": spec}, indent=1, default=list) + "\n")
+    _describe(stages, out)
+    if args.dry_run:
+        return 0
+    state = run_stages(stages, out, time.time() + budget)
+    done = sum(state.get(s.name, {}).get("status") == "done" for s in stages)
+    report_dir = out / "report"
+    run_dirs = [
+        d for s in stages for _, _, d in stage_runs(s, out) if (d / "metrics.jsonl").exists()
+    ]
+    if run_dirs:
+        from fbl_jax.report import make_report
+
+        make_report(run_dirs, report_dir)
+    path = compare.write(compare.collect(stages, lambda s: stage_runs(s, out)), report_dir)
+    print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
+    if done < len(stages):
+        print("rerun the same command to go on from the checkpoints", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from fbl_jax.cli import cpu_flags, xla_cache
+
+    cpu_flags.apply_fast_cpu_flags()
+    xla_cache.enable()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+    if argv[:1] == ["pack"]:
+        from fbl_jax.reproduce import pack
+
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} pack",
+            description=pack.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        pack.add_pack_arguments(parser)
+        args, run = parser.parse_args(argv[1:]), pack.pack
+    else:
+        parser = build_parser()
+        args, run = parser.parse_args(argv), reproduce
+    try:
+        return run(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
