@@ -145,7 +145,10 @@ def _steps_per_epoch(config: Any) -> int:
 
 
 def _human(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def reproduce(args: argparse.Namespace) -> int:

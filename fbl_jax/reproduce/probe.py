@@ -43,10 +43,12 @@ def _seconds_per_step(config: Any, runs: int, calls: int = 3) -> tuple[float, fl
     rng = np.random.default_rng(0)
     labels = rng.permutation(np.repeat(np.arange(classes), counts)).astype(np.int32)
     images = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
+    second = config.data.get("second_sampler") or None  # BBN's re-balancing stream
     pipeline = DevicePipeline(
         images, labels, make_sampler("instance", labels, counts),
         global_batch_size=config.batch_size, mean=config.data.mean, std=config.data.std,
         num_devices=jax.local_device_count(), pad=config.data.pad,
+        second_sampler=make_sampler(second, labels, counts, num_samples=len(labels)) if second else None,
     )  # fmt: skip
     spe = pipeline.steps_per_epoch
     bundle = types.SimpleNamespace(  # what the runner reads of a DataBundle
