@@ -9,6 +9,8 @@ images with long-tailed labels, or by tf.data host batches decoded from JPEGs wr
 temporary folder. No dataset files are needed. Each measurement makes one compiling call, then
 `--warmup` calls, then `--steps` timed calls, each wrapped in `jax.block_until_ready`; the
 reported throughput is the MEDIAN over the timed calls of (images per call / call time).
+Progress (what is measured, each phase, how long the rest will take) goes to stderr as it
+happens, so stdout holds only the table or the one JSON object.
 """
 
 from __future__ import annotations
@@ -160,19 +162,56 @@ def synthetic_class_counts(
     return counts
 
 
-def time_calls(call: Callable[[], Any], warmup: int, steps: int) -> tuple[float, list[float]]:
-    """(first-call seconds incl. compilation, seconds of each timed call)."""
+def say(message: str) -> None:
+    """A progress line on stderr, at once: a CPU benchmark runs for minutes before its table."""
+    print(f"fbl-bench: {message}", file=sys.stderr, flush=True)
+
+
+def fmt_duration(seconds: float) -> str:
+    """'8 s', '1 min 48 s': how long the rest of a measurement should take."""
+    if seconds < 0.1:
+        return f"{1000 * max(seconds, 0):.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def time_calls(
+    call: Callable[[], Any], warmup: int, steps: int, name: str | None = None
+) -> tuple[float, list[float]]:
+    """(first-call seconds incl. compilation, seconds of each timed call).
+
+    With a `name`, says on stderr when it compiles, what the first call took and, from the
+    third call's time (the second may still be settling), about how long the rest will take.
+    """
+    if name:
+        say(f"{name}: compiling (the first call) ...")
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first = time.perf_counter() - t0
-    for _ in range(warmup):
-        jax.block_until_ready(call())
-    seconds = []
-    for _ in range(steps):
+    seconds: list[float] = []
+    for i in range(warmup + steps):
         t0 = time.perf_counter()
         jax.block_until_ready(call())
-        seconds.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            seconds.append(elapsed)
+        if name and i == min(1, warmup + steps - 1):
+            left = warmup + steps - 1 - i
+            say(
+                f"{name}: first call {fmt_duration(first)} (compiling); {warmup} warm-up + "
+                f"{steps} timed calls of ~{fmt_duration(elapsed)}: about "
+                f"{fmt_duration(elapsed * left)} more"
+            )
     return first, seconds
+
+
+def _report(name: str, res: dict[str, Any]) -> dict[str, Any]:
+    say(f"{name}: {res['images_per_s']:.1f} img/s (median of {len(res['call_seconds'])} calls)")
+    return res
 
 
 def summarize(
@@ -319,9 +358,10 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
                 holder["state"], holder["metrics"] = p_fn(holder["state"], data, *extra)
                 return holder["state"], holder["metrics"]
 
-            first, seconds = time_calls(call, args.warmup, args.steps)
+            name = f"train ({feed} feed, {steps} step{'s' if steps > 1 else ''} a call)"
+            first, seconds = time_calls(call, args.warmup, args.steps, name)
             p_state = holder["state"]
-            res = summarize("train", feed, first, seconds, b * steps, steps)
+            res = _report(name, summarize("train", feed, first, seconds, b * steps, steps))
             res["last_loss"] = float(np.asarray(holder["metrics"]["loss"][0]).reshape(-1)[-1])
             results.append(res)
     if "pipeline" in whats:
@@ -338,8 +378,9 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
                 def call(it=it):
                     return next(it)
 
-            first, seconds = time_calls(call, args.warmup, args.steps)
-            results.append(summarize("pipeline", feed, first, seconds, b))
+            name = f"pipeline ({feed} feed)"
+            first, seconds = time_calls(call, args.warmup, args.steps, name)
+            results.append(_report(name, summarize("pipeline", feed, first, seconds, b)))
     if "eval" in whats:
         eb = args.eval_batch
         batch = {
@@ -353,8 +394,9 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
         def call():
             return p_eval(p_state.params, p_state.batch_stats, batch)
 
-        first, seconds = time_calls(call, args.warmup, args.steps)
-        results.append(summarize("eval", "device", first, seconds, eb))
+        name = f"eval (batch {eb})"
+        first, seconds = time_calls(call, args.warmup, args.steps, name)
+        results.append(_report(name, summarize("eval", "device", first, seconds, eb)))
     for res in results:
         if res["feed"] == "tf":
             res["tf_files"] = lazy["files"]
@@ -367,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.eval_batch = args.eval_batch_size if args.eval_batch_size is not None else args.batch_size
     devices = validate_args(args)
     args.steps_per_call = resolve_steps_per_call(args)
+    say(plan(args, devices))
     with contextlib.ExitStack() as stack:
         results = _measure(args, devices, stack)
 
@@ -398,6 +441,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     print(json.dumps(out) if args.json else format_table(out), flush=True)
     return out
+
+
+def plan(args: argparse.Namespace, devices: Sequence[jax.Device]) -> str:
+    """The first progress line: what will be measured and roughly how long it takes."""
+    whats = ("train", "pipeline", "eval") if args.what == "all" else (args.what,)
+    what = " and ".join(", ".join(whats).rsplit(", ", 1))
+    feeds = " and ".join(_feeds(args))
+    k = args.steps_per_call
+    per_call = "an epoch" if k == defaults.LOOP else f"{max(k, 1)} step{'s' if k > 1 else ''}"
+    backend = jax.default_backend()
+    compile_note = "tens of seconds on a CPU" if backend == "cpu" else "seconds to a minute"
+    return (
+        f"measuring the {what} step{'s' if len(whats) > 1 else ''} of {args.model}, batch "
+        f"{args.batch_size}, {args.image_size}x{args.image_size} images, {args.num_classes} "
+        f"classes, {feeds} feed, {per_call} a train call, on {len(devices)} {backend} "
+        f"device{'s' if len(devices) > 1 else ''}: each measurement is one compiling call "
+        f"({compile_note}), {args.warmup} warm-up and {args.steps} timed calls; the "
+        f"{'JSON' if args.json else 'table'} comes at the end"
+    )
 
 
 def format_table(out: dict[str, Any]) -> str:

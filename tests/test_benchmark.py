@@ -18,20 +18,58 @@ TINY = ["--model", "resnet8", "--image-size", "16", "--batch-size", "8", "--num-
 TINY += ["--steps", "3", "--warmup", "1"]
 
 
-def _run(argv: list[str]) -> tuple[dict, str]:
+def _run(argv: list[str], err: io.StringIO | None = None) -> tuple[dict, str]:
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err or io.StringIO()):
         out = benchmark.main(argv)
     return out, buf.getvalue()
 
 
 @pytest.fixture(scope="module")
-def json_run() -> tuple[dict, str]:
+def json_run_and_stderr() -> tuple[dict, str, str]:
     tf_before = "tensorflow" in sys.modules
-    out = _run(TINY + ["--what", "all", "--json"])
+    err = io.StringIO()
+    out, stdout = _run(TINY + ["--what", "all", "--json"], err)
     if not tf_before:  # the on-device path must not load TensorFlow
         assert "tensorflow" not in sys.modules
-    return out
+    return out, stdout, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def json_run(json_run_and_stderr) -> tuple[dict, str]:
+    return json_run_and_stderr[:2]
+
+
+def test_progress_goes_to_stderr_from_the_start(json_run_and_stderr):
+    _, _, stderr = json_run_and_stderr
+    lines = stderr.strip().splitlines()
+    assert all(line.startswith("fbl-bench: ") for line in lines)
+    # First, before anything compiles: what is measured, with which settings, and the cost.
+    plan = lines[0]
+    assert plan.startswith("fbl-bench: measuring the train, pipeline and eval steps of resnet8")
+    for part in ("batch 8", "16x16 images", "10 classes", "1 warm-up and 3 timed calls"):
+        assert part in plan, part
+    assert "compiling call" in plan and plan.endswith("the JSON comes at the end")
+    # Then for each phase: compiling, the first call's time with what is left, the result.
+    phases = [line.split(": ")[1] for line in lines[1:]]
+    assert phases == [p for p in phases if p.startswith(("train", "pipeline", "eval"))]
+    for phase in (
+        "train (device feed, 4 steps a call)",
+        "pipeline (device feed)",
+        "eval (batch 8)",
+    ):
+        mine = [line for line in lines if line.startswith(f"fbl-bench: {phase}: ")]
+        assert len(mine) == 3, phase
+        assert mine[0].endswith("compiling (the first call) ...")
+        assert "(compiling); 1 warm-up + 3 timed calls of ~" in mine[1] and "more" in mine[1]
+        assert mine[2].endswith("img/s (median of 3 calls)")
+
+
+def test_durations_read_as_a_person_would_say_them():
+    assert benchmark.fmt_duration(0.0123) == "12 ms"
+    assert benchmark.fmt_duration(2.44) == "2.4 s"
+    assert benchmark.fmt_duration(42.4) == "42 s"
+    assert benchmark.fmt_duration(108) == "1 min 48 s"
 
 
 @pytest.fixture(scope="module")

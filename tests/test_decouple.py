@@ -9,6 +9,7 @@ number is computed here from the model's logits with NumPy, never by the code un
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import shutil
 import subprocess
@@ -289,14 +290,16 @@ def _assert_backbone_untouched(source, result, method):
 
 
 @pytest.mark.parametrize("method", ["crt", "lws"])
-def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, method):
+def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, method, caplog):
     workdir = tmp_path_factory.mktemp("runs") / method
     config = _config(
         method,
         source["run"],
         **{f"{method}.epochs": EPOCHS, f"{method}.optimizer.learning_rate": LEARNING_RATES[method]},
     )
+    caplog.set_level(logging.INFO, logger="fbl_jax")
     result = decouple.run_decouple(config, workdir)
+    _assert_console_in_percent(caplog, workdir, method)
     _assert_backbone_untouched(source, result, method)
     v = {"params": result.params, "batch_stats": result.batch_stats}
     logits = np.asarray(source["apply"](v, source["test_x"])[0])
@@ -321,6 +324,40 @@ def test_crt_and_lws_keep_the_backbone_and_rebalance(source, tmp_path_factory, m
     evals = [r for r in _records(workdir) if r["type"] == "eval"]
     assert [(r["step"], r["split"]) for r in evals][:2] == [(10, "test"), (10, "minival")]
     assert len(evals) == 2 * EPOCHS
+
+
+def _assert_console_in_percent(caplog, workdir, method):
+    """Console accuracies are percent (as fbl-train's), metrics.jsonl's stay fractions."""
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("fbl_jax")]
+    records = _records(workdir)
+    trains = [r for r in records if r["type"] == "train"]
+    assert len(trains) == EPOCHS and all(0 <= r["train_top1"] <= 1 for r in trains)
+    for r in trains:
+        want = f"{method} epoch {int(r['epoch'])}/{EPOCHS} | loss {r['loss']:.4f} | "
+        want += f"train top-1 {100 * r['train_top1']:.2f} |"
+        assert any(line.startswith(want) for line in lines), (want, lines)
+    final = records[-1]
+    last, best = final["last"], final["best_on_minival"]
+    assert 0 <= last["top1"] <= 1
+    want = f"{method}: test top-1 last {100 * last['top1']:.2f}, best-on-minival "
+    want += f"{100 * best['top1']:.2f} (step {final['best_step']})"
+    assert want in lines
+    test_evals = [r for r in records if r["type"] == "eval" and r["split"] == "test"]
+    assert any(f"top1 {100 * test_evals[-1]['top1']:.2f}," in line for line in lines)
+
+
+def test_tau_sweep_is_logged_in_percent(source, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fbl_jax")
+    config = _config("la_posthoc", source["run"], **{"la_posthoc.taus": (0.0, 1.0)})
+    result = decouple.run_decouple(config, tmp_path / "la")
+    sweep = result.final["tau_sweep"]
+    assert all(0 <= s["minival_balanced_top1"] <= 1 for s in sweep)  # the file: fractions
+    a, b = (100 * s["minival_balanced_top1"] for s in sweep)
+    lines = [r.getMessage() for r in caplog.records]
+    want = f"minival balanced top-1 (%) by tau: 0: {a:.2f}, 1: {b:.2f}; best tau {result.tau:g}"
+    assert want in lines, lines
+    top1 = 100 * result.final["last"]["top1"]
+    assert f"la_posthoc: tau {result.tau:g}, test top-1 {top1:.2f}" in lines
 
 
 # ----------------------------------------------------------------------------- report, errors, CLI

@@ -12,7 +12,9 @@ import pathlib
 import struct
 import subprocess
 import sys
+import warnings
 
+import matplotlib.text
 import numpy as np
 import pytest
 
@@ -65,8 +67,11 @@ def write_run(
     lr=0.1,
     few=0.1,
     truncated_tail=False,
+    config_extra=None,
 ):
-    """A run directory: 2 epochs of train records, test+minival evals, and a final line."""
+    """A run directory: 2 epochs of train records, test+minival evals, and a final line.
+
+    `config_extra` replaces top-level config entries (num_epochs, optimizer, a loss section)."""
     d = pathlib.Path(root) / name
     d.mkdir(parents=True)
     config = {
@@ -84,6 +89,7 @@ def write_run(
             "num_classes": 4,
         },
     }
+    config.update(config_extra or {})
     (d / "config.json").write_text(json.dumps(config))
     (d / "class_counts.json").write_text(json.dumps({"counts": COUNTS, "class_names": NAMES}))
     rng = np.random.default_rng(seed + 10 * len(loss))
@@ -388,14 +394,18 @@ def test_legend_labels_add_the_seed_only_where_methods_repeat(made):
     assert run_labels.legend_labels(twins) == ["CE [a]", "CE [b]"]
 
 
+def _legends(fig):
+    return [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+
+
 def _texts(fig):
     """Every tick label and legend entry of the figure, with its font size in points."""
     out = []
     for ax in fig.axes:
         ticks = [*ax.get_xticklabels(which="both"), *ax.get_yticklabels(which="both")]
-        legend = ax.get_legend()
         out += [(t.get_text(), t.get_fontsize()) for t in ticks]
-        out += [(t.get_text(), t.get_fontsize()) for t in (legend.get_texts() if legend else [])]
+    for legend in _legends(fig):
+        out += [(t.get_text(), t.get_fontsize()) for t in legend.get_texts()]
     return out
 
 
@@ -428,8 +438,232 @@ def test_learning_rate_on_a_log_axis(figures):
     ax_lr, ax_alpha = figs["schedules"].axes
     assert ax_lr.get_yscale() == "log"
     assert ax_alpha.get_yscale() == "linear"
-    # The lr curves are the train records' lr values (0.1, then 0.05: lr / (i + 1)).
-    assert [list(line.get_ydata()) for line in ax_lr.lines] == [[0.1, 0.05]] * len(runs)
+    assert len(ax_lr.lines) == len(ax_alpha.lines) == len(runs)
+
+
+def _value_at(line, x):
+    """The value a steps-post line shows at x: the y of the last point at or left of x."""
+    assert line.get_drawstyle() == "steps-post"
+    xs, ys = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    return ys[np.searchsorted(xs, x, side="right") - 1]
+
+
+STAIRCASE_OPTIMIZER = {
+    "learning_rate": 0.1,
+    "schedule": "step",
+    "warmup_epochs": 1.0,
+    "warmup_per_epoch": False,
+    "decay_epochs": [3, 5],
+    "decay_multipliers": [0.1, 0.01],
+}
+
+
+@pytest.fixture
+def schedule_runs(tmp_path):
+    """6-epoch runs of 10 steps an epoch (train records at steps 10, 20: epochs 1, 2)."""
+    common = {"num_epochs": 6, "optimizer": STAIRCASE_OPTIMIZER}
+    fbl_loss = {
+        "name": "fbl",
+        "fbl_form": "authors_code",
+        "fbl_scale": 60.0,
+        "curriculum": "authors_code",
+        "curriculum_offset": 1.5,
+        "alpha_per_epoch": True,
+    }
+    dirs = [
+        write_run(tmp_path, "fbl", config_extra={**common, "loss": fbl_loss})[0],
+        write_run(tmp_path, "ce", seed=1, config_extra=common)[0],
+    ]
+    return [run_dir.load_run(d, d.name)[0] for d in dirs]
+
+
+def test_schedules_are_the_schedule_functions_drawn_as_stairs(schedule_runs):
+    fig = report_plots.draw_schedules(schedule_runs, (8, 5))
+    ax_lr, ax_alpha = fig.axes
+    steps = np.arange(60)
+    # By hand: warm-up 0.1·(1 + s)/10 over the first epoch's 10 steps, then 0.1, then ×0.1 from
+    # epoch 3 (step 30) and ×0.01 from epoch 5 (step 50), multipliers of the base lr.
+    want_lr = np.select(
+        [steps < 10, steps < 30, steps < 50], [0.1 * (1 + steps) / 10, 0.1, 0.01], 0.001
+    )
+    # The authors' curriculum with α per epoch: (floor(epoch) / (T − offset))², CE: 0.
+    want_alpha = (np.floor(steps / 10) / (6 - 1.5)) ** 2
+    for line in ax_lr.lines:
+        shown = [_value_at(line, (s + 0.5) / 10) for s in steps]  # mid-step
+        np.testing.assert_allclose(shown, want_lr, rtol=1e-6)
+        assert line.get_xdata()[-1] == 6  # the last stair reaches the end of training
+    for e in (3, 5):  # a drop at the decay epoch itself, not a slope between logged points
+        before, at = _value_at(ax_lr.lines[0], e - 0.01), _value_at(ax_lr.lines[0], e)
+        assert at == pytest.approx(before / 10, rel=1e-6)
+    fbl, ce = ax_alpha.lines
+    shown = [_value_at(fbl, (s + 0.5) / 10) for s in steps]
+    np.testing.assert_allclose(shown, want_alpha, rtol=1e-6)
+    assert _value_at(fbl, 2.99) == _value_at(fbl, 2.0) < _value_at(fbl, 3.0)  # one stair an epoch
+    assert not np.any(ce.get_ydata())
+    assert [t.get_text() for t in fig.legends[0].get_texts()][1] == "CE"
+    report_plots.plt.close(fig)
+
+
+def test_schedules_fall_back_to_the_logged_values(tmp_path):
+    bad = {"num_epochs": 2, "optimizer": {"learning_rate": 0.1, "schedule": "exotic"}}
+    d, _ = write_run(tmp_path, "odd", config_extra=bad)
+    run = run_dir.load_run(d, d.name)[0]
+    fig = report_plots.draw_schedules([run], (8, 5))
+    assert list(fig.axes[0].lines[0].get_ydata()) == [0.1, 0.05]  # lr / (i + 1) as logged
+    assert fig.legends[0].get_texts()[0].get_text().endswith("(logged)")
+    report_plots.plt.close(fig)
+
+
+def _drawn_tick_labels(axis):
+    """Tick labels the axis draws: visible, non-empty, at a tick inside the view."""
+    low, high = sorted(axis.get_view_interval())
+    out = []
+    for ticks, locs in (
+        (axis.get_major_ticks(), axis.get_majorticklocs()),
+        (axis.get_minor_ticks(), axis.get_minorticklocs()),
+    ):
+        for tick, loc in zip(ticks, locs):
+            inside = low - 1e-9 * abs(low) <= loc <= high + 1e-9 * abs(high)
+            if inside and tick.label1.get_visible() and tick.label1.get_text().strip():
+                out.append(tick.label1)
+    return out
+
+
+def _owned_texts(fig):
+    """(owner, text) for every text drawn: owner its axes, its legend or the figure."""
+    out = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        own = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        own += [*ax.texts, *_drawn_tick_labels(ax.xaxis), *_drawn_tick_labels(ax.yaxis)]
+        out += [(ax, t) for t in own]
+    for legend in _legends(fig):
+        out += [(legend, t) for t in legend.get_texts()]
+    out += [(fig, t) for t in fig.findobj(matplotlib.text.Text) if t in fig.texts]
+    out += [(fig, t) for t in (fig._suptitle, fig._supxlabel, fig._supylabel) if t is not None]
+    unique = {id(t): (o, t) for o, t in out if t.get_visible() and t.get_text().strip()}
+    return list(unique.values())
+
+
+def _overlap(a, b, tol=0.5):
+    return a.x0 + tol < b.x1 and b.x0 + tol < a.x1 and a.y0 + tol < b.y1 and b.y0 + tol < a.y1
+
+
+def layout_problems(fig):
+    """What a reader would see wrong: text cut off or under 8 pt, texts on top of each other,
+    text of one axes or a legend over another axes' area."""
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    texts = [(o, t, t.get_window_extent(renderer)) for o, t in _owned_texts(fig)]
+    areas = [(ax, ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible()]
+    problems = []
+    for owner, t, box in texts:
+        name = repr(t.get_text())
+        if box.x0 < -1 or box.y0 < -1 or box.x1 > width + 1 or box.y1 > height + 1:
+            problems.append(f"{name} outside the figure")
+        if t.get_fontsize() < 8:
+            problems.append(f"{name} under 8 pt")
+        problems += [
+            f"{name} over an axes" for ax, a in areas if ax is not owner and _overlap(box, a)
+        ]
+    for i, (_, t, box) in enumerate(texts):
+        for _, u, other in texts[i + 1 :]:
+            if _overlap(box, other):
+                problems.append(f"{t.get_text()!r} on {u.get_text()!r}")
+    for legend in _legends(fig):
+        box = legend.get_window_extent(renderer)
+        problems += ["legend over an axes" for _, a in areas if _overlap(box, a)]
+    return problems
+
+
+def _draw_all(runs, size):
+    return {
+        "over_epochs": report_plots.draw_feature_norm_over_epochs(runs, None, size),
+        "norms": report_plots.draw_feature_norm_distribution(runs, size),
+        "accuracy": report_plots.draw_per_class_accuracy(runs, size),
+        "schedules": report_plots.draw_schedules(runs, size),
+        "confusion": report_plots.draw_confusion(runs[0], size),
+    }
+
+
+@pytest.mark.parametrize("size", [3.3, 6.9, (8, 5), (4, 3)], ids=["single", "double", "8x5", "4x3"])
+def test_figures_are_readable_at_paper_widths(made, schedule_runs, size):
+    _, rep, _ = made
+    # The report's four runs, and a long method label next to a short one.
+    for runs in (rep.runs, schedule_runs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. matplotlib's "Tight layout not applied"
+            figs = _draw_all(runs, size)
+        for name, fig in figs.items():
+            assert layout_problems(fig) == [], name
+            want = size if isinstance(size, float) else size[0]
+            assert fig.get_size_inches()[0] == pytest.approx(want), name
+            if not isinstance(size, float):
+                assert fig.get_size_inches()[1] == pytest.approx(size[1]), name
+            for legend in _legends(fig):
+                assert legend in fig.legends  # below the axes, not over them
+            report_plots.plt.close(fig)
+
+
+def test_long_legend_labels_are_wrapped_when_narrow(schedule_runs):
+    fig = report_plots.draw_schedules(schedule_runs, 2.2)
+    label = fig.legends[0].get_texts()[0].get_text()
+    assert "\n" in label and label.replace("\n", " ") == run_labels.method_name(
+        schedule_runs[0].config
+    )
+    report_plots.plt.close(fig)
+
+
+def test_wrap_label_breaks_after_commas():
+    label = "FBL (authors' form, α(t) offset 1.5, α per epoch)"
+    assert run_labels.wrap_label(label, 60) == label
+    assert run_labels.wrap_label(label, 30) == "FBL (authors' form,\nα(t) offset 1.5, α per epoch)"
+    assert run_labels.wrap_label(label, 20) == "FBL (authors' form,\nα(t) offset 1.5,\nα per epoch)"
+    assert all(len(ln) <= 12 for ln in run_labels.wrap_label(label, 12).split("\n"))
+
+
+def test_crowded_class_ticks_are_rotated_not_overlapping(made):
+    _, rep, _ = made
+    fig = report_plots.draw_per_class_accuracy(rep.runs, 1.2)  # 4 classes in 1.2 in
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[0] == "dog (500)" or ticks[0].endswith("… (500)")
+    assert all(t.get_rotation() == 90 for t in fig.axes[0].get_xticklabels())
+    assert not any(p.endswith("over an axes") or " on " in p for p in layout_problems(fig))
+    report_plots.plt.close(fig)
+
+
+@pytest.mark.parametrize("width, inches", [("single", 3.3), ("double", 6.9), ("5", 5.0)])
+def test_width_option_sets_every_figure_width(runs, tmp_path, width, inches):
+    _, dirs, _ = runs
+    report.make_report(dirs[:3], tmp_path, width=width, dpi=40)
+    pngs = list(tmp_path.glob("*.png"))
+    assert len(pngs) == 6
+    for png in pngs:
+        w, h = _png_size(png)
+        assert w == round(inches * 40), png.name
+        assert h > 1.5 * 40, png.name  # each figure its own height, none squeezed flat
+
+
+def test_width_flag_prints_at_300_dpi(runs, tmp_path):
+    _, dirs, _ = runs
+    assert report.main([str(dirs[2]), "--out", str(tmp_path), "--width", "single"]) == 0
+    assert _png_size(tmp_path / "schedules.png")[0] == round(3.3 * report.PAPER_DPI) == 990
+
+
+def test_width_and_figsize_exclude_each_other(runs, tmp_path, capsys):
+    _, dirs, _ = runs
+    args = [str(dirs[0]), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        report.main([*args, "--width", "single", "--figsize", "4", "3"])
+    assert exc.value.code == 2
+    _assert_clean_error(capsys.readouterr().err, "not allowed with argument")
+    with pytest.raises(SystemExit):
+        report.main([*args, "--width", "narrow"])
+    _assert_clean_error(capsys.readouterr().err, "'narrow' is not a column width")
+    with pytest.raises(ValueError, match="not both"):
+        report.make_report(dirs[:1], tmp_path, figsize=(4, 3), width="single")
 
 
 def test_per_class_accuracy_ticks_carry_training_counts(figures):
@@ -441,7 +675,7 @@ def test_per_class_accuracy_ticks_carry_training_counts(figures):
         "eel\n(30)",
         "fox\n(5)",
     ]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = [t.get_text() for t in figs["accuracy"].legends[0].get_texts()]
     assert legend == ["CE, seed 0", "CE, seed 1", "FBL (paper form)", "CE, seed 2"]
     # Bars start at 0 and the top sits just above the tallest bar, not always at 100 %.
     tallest = max(100 * max(r.last_test()["per_class_accuracy"]) for r in runs)

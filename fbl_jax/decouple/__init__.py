@@ -149,8 +149,9 @@ def _run_tau(ctx: DecoupleContext) -> DecoupleResult:
         sweep = [{"tau": t, "minival_balanced_top1": float(b)} for t, b in zip(taus, balanced)]
         tau = taus[int(np.argmax(balanced))]  # the first of equals: grid order breaks ties
         log.info(
-            "minival balanced top-1 by tau: %s",
-            {t: round(float(b), 4) for t, b in zip(taus, balanced)},
+            "minival balanced top-1 (%%) by tau: %s; best tau %g",
+            ", ".join(f"{t:g}: {100 * float(b):.2f}" for t, b in zip(taus, balanced)),
+            tau,
         )
     else:
         tau = taus[0]
@@ -233,17 +234,26 @@ def _run_training(ctx: DecoupleContext) -> DecoupleResult:
         step = epoch * spe
         loss = float(np.mean([f["loss"][0] for f in fetched]))
         check_finite("loss", loss, step)
-        writer.write(
-            {
-                "type": "train",
-                "step": step,
-                "epoch": float(epoch),
-                "loss": loss,
-                "train_top1": float(np.mean([f["train_top1"][0] for f in fetched])),
-                "lr": float(fetched[-1]["lr"][0]),
-                "alpha": 0.0,
-                "images_per_s": spe * ctx.batch_size / (time.time() - t0),
-            }
+        record = {
+            "type": "train",
+            "step": step,
+            "epoch": float(epoch),
+            "loss": loss,
+            "train_top1": float(np.mean([f["train_top1"][0] for f in fetched])),
+            "lr": float(fetched[-1]["lr"][0]),
+            "alpha": 0.0,
+            "images_per_s": spe * ctx.batch_size / (time.time() - t0),
+        }
+        writer.write(record)
+        log.info(
+            "%s epoch %d/%d | loss %.4f | train top-1 %.2f | lr %.5f | %.0f img/s",
+            method,
+            epoch,
+            m.epochs,
+            loss,
+            100 * record["train_top1"],
+            record["lr"],
+            record["images_per_s"],
         )
         trained = jax.device_get(flax.jax_utils.unreplicate(p_state.trainable))
         if method == "crt":

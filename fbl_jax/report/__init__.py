@@ -35,6 +35,10 @@ from fbl_jax.report.tables import (
 # Shape of the figures: 8×5 inches at 100 dpi is 800×500 pixels.
 DEFAULT_FIGSIZE = (8.0, 5.0)
 DEFAULT_DPI = 100
+# With a paper column width (--width) the PNGs are for print: 3.3 in at 300 dpi is 990 pixels.
+PAPER_DPI = 300
+# --width's names, in inches (plots.COLUMN_WIDTHS; repeated so the CLI needs no matplotlib).
+COLUMN_WIDTHS = {"single": 3.3, "double": 6.9}
 # Per-class tables with more rows than this go to their own file.
 DEFAULT_MAX_INLINE_CLASSES = 30
 # Exit status for bad input, the same as argparse's own errors.
@@ -53,10 +57,26 @@ class Report:
     files: list[pathlib.Path]
 
 
+def column_width(width: float | str) -> float:
+    """Inches of a --width value: 'single' (3.3), 'double' (6.9) or a positive number."""
+    if isinstance(width, str) and width in COLUMN_WIDTHS:
+        return COLUMN_WIDTHS[width]
+    try:
+        inches = float(width)
+    except (TypeError, ValueError):
+        inches = math.nan
+    if not (math.isfinite(inches) and inches > 0):
+        raise ValueError(
+            f"width must be 'single' (3.3 in), 'double' (6.9 in) or positive inches, got {width!r}"
+        )
+    return inches
+
+
 def _check_args(
     run_dirs: Sequence[Any],
     dpi: float,
-    figsize: Sequence[float],
+    figsize: Sequence[float] | None,
+    width: float | str | None,
     max_inline: int,
     classes: Sequence[int] | None,
 ) -> None:
@@ -64,8 +84,12 @@ def _check_args(
         raise ValueError(f"run_dirs must be a non-empty list of directories, got {run_dirs!r}")
     if not dpi > 0:
         raise ValueError(f"dpi must be positive, got {dpi!r}; e.g. 100 (8×5 in → 800×500 px)")
-    if len(figsize) != 2 or not all(v > 0 for v in figsize):
+    if figsize is not None and (len(figsize) != 2 or not all(v > 0 for v in figsize)):
         raise ValueError(f"figsize must be two positive inches (width, height), got {figsize!r}")
+    if figsize is not None and width is not None:
+        raise ValueError("give figsize or width, not both: width lets each figure pick its height")
+    if width is not None:
+        column_width(width)
     if max_inline < 0:
         raise ValueError(f"max_inline_classes must be >= 0, got {max_inline!r}")
     if classes is not None and (not classes or any(c < 0 for c in classes)):
@@ -77,8 +101,9 @@ def make_report(
     out_dir: str | pathlib.Path,
     *,
     classes: Sequence[int] | None = None,
-    dpi: float = DEFAULT_DPI,
-    figsize: Sequence[float] = DEFAULT_FIGSIZE,
+    dpi: float | None = None,
+    figsize: Sequence[float] | None = None,
+    width: float | str | None = None,
     max_inline_classes: int = DEFAULT_MAX_INLINE_CLASSES,
     ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
 ) -> Report:
@@ -86,10 +111,16 @@ def make_report(
 
     Every figure is written as PNG (embedded in summary.md) and PDF (same stem). `classes`
     picks the class ids for the feature-norm-over-epochs figure (default: the two most and two
-    least frequent of each run). Raises NoReadableRunError if no run was read, ValueError for
-    a bad argument, OSError if `out_dir` cannot be written.
+    least frequent of each run). Figures are `figsize` (default 8×5 in) or, with `width`
+    ('single' = 3.3 in, 'double' = 6.9 in, or inches), that wide with the height each needs;
+    `dpi` defaults to DEFAULT_DPI, or PAPER_DPI with a width. Raises NoReadableRunError if no
+    run was read, ValueError for a bad argument, OSError if `out_dir` cannot be written.
     """
-    _check_args(run_dirs, dpi, figsize, max_inline_classes, classes)
+    if dpi is None:
+        dpi = DEFAULT_DPI if width is None else PAPER_DPI
+    _check_args(run_dirs, dpi, figsize, width, max_inline_classes, classes)
+    if figsize is None and width is None:
+        figsize = DEFAULT_FIGSIZE
     paths = [pathlib.Path(p) for p in run_dirs]
     runs: list[Run] = []
     problems: list[tuple[str, str]] = []
@@ -119,7 +150,14 @@ def make_report(
         seeds = [x for x in s["seeds"] if x is not None]
         if len(set(map(str, seeds))) != len(seeds):
             problems.append((", ".join(s["runs"]), f"same seed used twice in one setting: {seeds}"))
-    figures = report_plots.plot_all(runs, out, classes=classes, dpi=dpi, figsize=tuple(figsize))
+    figures = report_plots.plot_all(
+        runs,
+        out,
+        classes=classes,
+        dpi=dpi,
+        figsize=None if figsize is None else tuple(figsize),
+        width=None if width is None else column_width(width),
+    )
     pdfs = [p.with_suffix(".pdf") for p in figures]
     files = figures + pdfs
 
@@ -182,6 +220,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _width(text: str) -> float:
+    try:
+        return column_width(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a column width; give single (3.3 in), double (6.9 in) or inches"
+        ) from None
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -199,16 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dpi",
         type=_positive_float,
-        default=DEFAULT_DPI,
-        help="PNG resolution (8×5 in at 100 dpi → 800×500 px)",
+        default=None,
+        help=f"PNG resolution (default {DEFAULT_DPI}: 8×5 in → 800×500 px; {PAPER_DPI} with "
+        "--width)",
     )
-    p.add_argument(
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
         "--figsize",
         type=_positive_float,
         nargs=2,
-        default=DEFAULT_FIGSIZE,
+        default=None,
         metavar=("W", "H"),
-        help="figure size in inches",
+        help="every figure's size in inches (default: 8 5)",
+    )
+    size.add_argument(
+        "--width",
+        type=_width,
+        default=None,
+        help="paper column width: single (3.3 in), double (6.9 in) or inches; each figure "
+        "takes the height it needs",
     )
     p.add_argument(
         "--classes",
@@ -256,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes=args.classes,
             dpi=args.dpi,
             figsize=args.figsize,
+            width=args.width,
             max_inline_classes=args.max_inline_classes,
             ignore_keys=ignore,
         )

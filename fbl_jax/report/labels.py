@@ -11,6 +11,7 @@ declaration in fbl_jax/losses/kinds/ (which imports JAX, not the training code).
 from __future__ import annotations
 
 import pathlib
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,3 +114,25 @@ def dataset_name(config: dict[str, Any]) -> str:
     if data.get("root"):
         return pathlib.PurePath(str(data["root"])).name or str(data["root"])
     return str(data.get("source", "?"))
+
+
+def wrap_label(label: str, width: int) -> str:
+    """`label` in lines of at most `width` characters, broken after its commas where it can.
+
+    A legend keeps the whole method name (a reader must tell the settings apart) but a paper
+    column is narrow: 'FBL (authors' form, α(t) offset 1.5, α per epoch)' at 30 becomes
+    'FBL (authors' form,' / 'α(t) offset 1.5, α per epoch)'. A word longer than `width` stays whole.
+    """
+    if width < 1 or len(label) <= width:
+        return label
+    parts = [p + "," for p in label.split(", ")]
+    parts[-1] = parts[-1][:-1]
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += " " + part
+        elif len(part) <= width:
+            lines.append(part)
+        else:
+            lines += textwrap.wrap(part, width, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)

@@ -2,9 +2,13 @@
 
 Each `draw_*` function returns its Figure, unsaved, so tests can inspect the axes; `save_figure`
 writes it as PNG (for summary.md) and as PDF beside it (same stem, TrueType fonts, for LaTeX).
-PNGs are saved at figsize × dpi without tight bounding boxes, so their size in pixels is known in
-advance (8×5 in at 100 dpi → 800×500 px). Classes are ordered by training count, most frequent
-first, as in the paper's Fig. 2 and Tables 5/6; text is never smaller than 8 pt.
+A figure's size is either fixed, (width, height) in inches, or a column width alone
+(`COLUMN_WIDTHS`: 3.3 in single, 6.9 in double), in which case the figure picks the height its
+panels and legend need. PNGs are saved at that size × dpi without tight bounding boxes, so their
+size in pixels is known in advance (8×5 in at 100 dpi → 800×500 px); matplotlib's constrained
+layout keeps every label inside. Legends sit below the axes, their labels wrapped to the width;
+tick labels that would collide are rotated or thinned. Classes are ordered by training count,
+most frequent first, as in the paper's Fig. 2 and Tables 5/6; text is never smaller than 8 pt.
 """
 
 from __future__ import annotations
@@ -19,18 +23,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
-from fbl_jax.report.labels import legend_labels  # noqa: E402
+from fbl_jax.report.labels import legend_labels, wrap_label  # noqa: E402
 from fbl_jax.report.run_dir import Run, safe_filename  # noqa: E402
 
+# Paper column widths in inches (two-column layouts such as IEEE/CVPR: 3.3 in and 6.9 in).
+COLUMN_WIDTHS = {"single": 3.3, "double": 6.9}
 # Class-name tick labels only up to this many classes; beyond it the axis shows frequency rank.
 MAX_TICK_LABELS = 30
-# Up to this many classes the tick labels stand upright, count under the name; else rotated.
-MAX_UPRIGHT_LABELS = 10
 TICK_FONTSIZE = 8
 LEGEND_FONTSIZE = 8
 LABEL_FONTSIZE = 9
-TITLE_FONTSIZE = 10
+TITLE_FONTSIZE = 9
+SUPTITLE_FONTSIZE = 10
+# Feature-norm-over-epochs panels are at least this wide (inches): 2 a row in one column, 4 in two.
+MIN_PANEL_WIDTH = 1.5
+MAX_LEGEND_COLUMNS = 4
+# A figure that picks its own height grows so that no axes is lower than this (inches).
+MIN_AXES_HEIGHT = 1.3
+# Schedules are drawn from every train step; smooth ones (cosine) thinned to about this many stairs.
+MAX_SCHEDULE_POINTS = 4000
+# Runs on top of each other (same lr schedule) stay visible through their line styles.
+LINESTYLES = ("-", "--", ":", "-.")
+# Tick spacings an epoch or rank axis may use: 5, 10, 20 … rather than 6 or 8.
+NICE_STEPS = [1, 2, 5, 10]
+
+Figsize = Sequence[float] | float
+"""(width, height) in inches, or a width alone: the figure then chooses its height."""
 
 
 def _values(values: Sequence[Any] | None, order: Sequence[int]) -> np.ndarray:
@@ -40,15 +65,233 @@ def _values(values: Sequence[Any] | None, order: Sequence[int]) -> np.ndarray:
     return np.array([np.nan if values[c] is None else float(values[c]) for c in order])
 
 
-def _finish(fig: Any) -> Any:
-    """Paper font sizes on every axes (ticks made later inherit them), then a tight layout."""
+def _size(figsize: Figsize, height: float) -> tuple[tuple[float, float], bool]:
+    """(the figure's size, whether its height may grow to fit the legend)."""
+    if isinstance(figsize, int | float):
+        return (float(figsize), height), True
+    w, h = figsize
+    return (float(w), float(h)), False
+
+
+def _new_figure(size: tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: Any) -> Any:
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, layout="constrained", squeeze=False, **kw)
+    fig.get_layout_engine().set(h_pad=0.03, w_pad=0.03, hspace=0.03, wspace=0.03)
+    return fig, axes
+
+
+def _text_width(renderer: Any, text: str, artist: Any) -> float:
+    w, _, _ = renderer.get_text_width_height_descent(text, artist.get_fontproperties(), False)
+    return w
+
+
+def _wrap_to(artist: Any, max_px: float, renderer: Any) -> None:
+    """Break a title's text into lines no wider than `max_px` (words stay whole)."""
+    text = artist.get_text()
+    if not text or max(_text_width(renderer, ln, artist) for ln in text.split("\n")) <= max_px:
+        return
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and _text_width(renderer, trial, artist) > max_px:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    artist.set_text("\n".join(lines))
+
+
+def _legend_below(fig: Any, handles: list[Any], labels: Sequence[str], grow: bool) -> Any:
+    """One legend for the whole figure, under the axes, its labels wrapped to the width.
+
+    Of the column counts that fit the figure's width, the one giving the shortest legend wins;
+    labels are wrapped (after their commas) only where whole ones do not fit. With `grow` the
+    figure becomes taller by the legend's height, so the axes keep their size.
+    """
+    if not handles:
+        return None
+
+    def legend(texts: Sequence[str], ncol: int) -> Any:
+        return fig.legend(
+            handles,
+            texts,
+            loc="outside lower center",
+            ncols=ncol,
+            fontsize=LEGEND_FONTSIZE,
+            frameon=False,
+            handlelength=1.8,
+            columnspacing=1.0,
+        )
+
+    renderer = fig.canvas.get_renderer()
+    width_in = fig.get_figwidth()
+    char_in = 0.55 * LEGEND_FONTSIZE / 72  # an average character of the legend font
+
+    def wrapped(ncol: int) -> list[str]:
+        chars = int(((width_in - 0.15) / ncol - 0.45) / char_in)
+        return [wrap_label(label, max(chars, 8)) for label in labels]
+
+    best = (math.inf, 1, wrapped(1))  # the narrowest there is, should nothing fit
+    for ncol in range(min(len(labels), MAX_LEGEND_COLUMNS), 0, -1):
+        for texts in (list(labels), wrapped(ncol)):
+            trial = legend(texts, ncol)
+            box = trial.get_window_extent(renderer)
+            trial.remove()
+            if box.width <= 0.97 * width_in * fig.dpi:
+                if box.height < best[0] - 0.5:  # ties: more columns, found first
+                    best = (box.height, ncol, texts)
+                break  # whole labels fit: no need to try them wrapped
+    height, ncol, texts = best
+    if grow and math.isfinite(height):
+        fig.set_figheight(fig.get_figheight() + height / fig.dpi + 0.05)
+    return legend(texts, ncol)
+
+
+def _tick_labels(axis: Any) -> list[Any]:
+    """The tick labels an axis draws: visible, non-empty, their tick inside the view."""
+    low, high = sorted(axis.get_view_interval())
+    out = []
+    for ticks, locs in (
+        (axis.get_major_ticks(), axis.get_majorticklocs()),
+        (axis.get_minor_ticks(), axis.get_minorticklocs()),
+    ):
+        for tick, loc in zip(ticks, locs):
+            label = tick.label1
+            inside = low - 1e-9 * abs(low) <= loc <= high + 1e-9 * abs(high)
+            if inside and label.get_visible() and label.get_text():
+                out.append(label)
+    return out
+
+
+def labels_collide(axis: Any, renderer: Any, gap_pt: float = 2.0) -> bool:
+    """True if two drawn tick labels of `axis` overlap or come closer than `gap_pt` points."""
+    boxes = [t.get_window_extent(renderer) for t in _tick_labels(axis)]
+    gap_px = gap_pt * axis.figure.dpi / 72
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if (
+                a.x0 < b.x1 + gap_px
+                and b.x0 < a.x1 + gap_px
+                and a.y0 < b.y1 + gap_px
+                and b.y0 < a.y1 + gap_px
+            ):
+                return True
+    return False
+
+
+def _thin_fixed_labels(axis: Any, texts: Sequence[str], renderer: Any, fig: Any) -> None:
+    """Keep every k-th label of a class axis (the first, most frequent, always), smallest k."""
+    for k in range(2, len(texts) + 1):
+        axis.set_ticklabels([t if i % k == 0 else "" for i, t in enumerate(texts)])
+        fig.draw_without_rendering()
+        if not labels_collide(axis, renderer):
+            return
+
+
+def _short_name(name: str, suffix: str, max_px: float, artist: Any, renderer: Any) -> str:
+    """`name + suffix`, the name cut (ending in '…') until it is at most `max_px` long."""
+    text = name + suffix
+    cut = len(name)
+    while cut > 1 and _text_width(renderer, text, artist) > max_px:
+        cut -= 1
+        text = name[:cut] + "…" + suffix
+    return text
+
+
+def _rotate_class_ticks(
+    fig: Any, ax: Any, classes: Sequence[tuple[str, int]], renderer: Any
+) -> None:
+    """Class ticks that collide upright: rotated 'name (count)', long names cut to at most 30 %
+    of the figure's height, and every k-th if even those collide."""
+    max_px = max(0.8 * fig.dpi, 0.3 * fig.bbox.height)
+    artist = ax.xaxis.get_ticklabels()[0]
+    rotated = [_short_name(n, f" ({c})", max_px, artist, renderer) for n, c in classes]
+    ax.set_xticklabels(rotated, rotation=90)
+    fig.draw_without_rendering()
+    if labels_collide(ax.xaxis, renderer):
+        _thin_fixed_labels(ax.xaxis, rotated, renderer, fig)
+
+
+def _grow_short_axes(fig: Any, renderer: Any) -> None:
+    """Make the figure taller where tick labels left an axes under MIN_AXES_HEIGHT inches."""
+    for _ in range(3):  # the layout moves a little with the new height: check again
+        heights = [
+            ax.get_window_extent(renderer).height / fig.dpi
+            for ax in fig.axes
+            if ax.get_visible() and ax.get_label() != "<colorbar>"
+        ]
+        deficit = MIN_AXES_HEIGHT - min(heights, default=MIN_AXES_HEIGHT)
+        if deficit < 0.01:
+            return
+        fig.set_figheight(fig.get_figheight() + deficit)
+        fig.draw_without_rendering()
+
+
+def _finish(
+    fig: Any,
+    class_axes: dict[Any, list[tuple[str, int]]] | None = None,
+    grow: bool = False,
+) -> Any:
+    """Paper font sizes, then lay out: no tick labels colliding, titles wrapped to their width.
+
+    `class_axes` maps an axes to its (class name, training count) ticks: upright 'name\n(count)'
+    first, rotated if those collide, then every k-th if even those do. With `grow` the figure may
+    become taller so that no axes is squeezed under MIN_AXES_HEIGHT by its tick labels.
+    """
     for ax in fig.axes:
         ax.tick_params(which="both", labelsize=TICK_FONTSIZE)  # log axes label minor ticks
         ax.xaxis.label.set_fontsize(LABEL_FONTSIZE)
         ax.yaxis.label.set_fontsize(LABEL_FONTSIZE)
         ax.title.set_fontsize(TITLE_FONTSIZE)
-    fig.tight_layout()
+    for label in (fig._suptitle, fig._supxlabel, fig._supylabel):
+        if label is not None:
+            label.set_fontsize(SUPTITLE_FONTSIZE if label is fig._suptitle else LABEL_FONTSIZE)
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    class_xaxes = []
+    for ax, classes in (class_axes or {}).items():
+        class_xaxes.append(ax.xaxis)
+        if labels_collide(ax.xaxis, renderer):
+            _rotate_class_ticks(fig, ax, classes, renderer)
+    if fig._suptitle is not None:
+        _wrap_to(fig._suptitle, 0.97 * fig.bbox.width, renderer)
+    for ax in fig.axes:
+        if ax.get_visible():
+            box = ax.get_window_extent(renderer)
+            _wrap_to(ax.title, max(box.width, 40.0), renderer)
+            _wrap_to(ax.xaxis.label, max(box.width, 40.0), renderer)
+    fig.draw_without_rendering()
+    if grow:
+        _grow_short_axes(fig, renderer)
+    for ax in fig.axes:
+        if ax.get_visible():
+            _wrap_to(ax.yaxis.label, max(ax.get_window_extent(renderer).height, 40.0), renderer)
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis not in class_xaxes:
+                _uncollide(fig, axis, renderer)
     return fig
+
+
+def _uncollide(fig: Any, axis: Any, renderer: Any) -> None:
+    """Fewer tick labels on an axis whose labels collide (a small panel, many class names)."""
+    for _ in range(4):
+        if not labels_collide(axis, renderer):
+            return
+        n = len(_tick_labels(axis))
+        if isinstance(axis.get_major_formatter(), FixedFormatter):  # confusion matrix classes
+            _thin_fixed_labels(axis, [t.get_text() for t in axis.get_ticklabels()], renderer, fig)
+        elif axis.get_scale() == "linear":
+            axis.set_major_locator(MaxNLocator(nbins=max(n // 2, 1), steps=NICE_STEPS))
+        else:
+            axis.set_major_locator(LogLocator(numticks=max(n // 2, 2)))
+            axis.set_minor_formatter(NullFormatter())
+        fig.draw_without_rendering()
 
 
 def save_figure(fig: Any, path: pathlib.Path, dpi: float) -> pathlib.Path:
@@ -60,8 +303,8 @@ def save_figure(fig: Any, path: pathlib.Path, dpi: float) -> pathlib.Path:
     return path
 
 
-def _no_data(ax: Any) -> None:
-    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+def _no_data(ax: Any, what: str = "no data") -> None:
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes)
 
 
 def class_tick_labels(run: Run, upright: bool = True) -> list[str]:
@@ -70,8 +313,12 @@ def class_tick_labels(run: Run, upright: bool = True) -> list[str]:
     return [f"{run.class_names[c]}{sep}({run.counts[c]})" for c in run.class_order()]
 
 
-def _class_axis(ax: Any, runs: Sequence[Run], n: int) -> None:
-    """Class names and counts as ticks when every run has the same few classes in the same order."""
+def _class_axis(ax: Any, runs: Sequence[Run], n: int) -> list[tuple[str, int]] | None:
+    """Class names and counts as ticks when every run has the same few classes in the same order.
+
+    Returns the (name, count) of each tick for `_finish` to rotate if need be, or None for a
+    rank axis.
+    """
     first = runs[0]
     same = all(
         r.class_order() == first.class_order()
@@ -80,12 +327,13 @@ def _class_axis(ax: Any, runs: Sequence[Run], n: int) -> None:
         for r in runs
     )
     if same and n <= MAX_TICK_LABELS:
-        upright = n <= MAX_UPRIGHT_LABELS
         ax.set_xticks(range(n))
-        ax.set_xticklabels(class_tick_labels(first, upright), rotation=0 if upright else 90)
+        ax.set_xticklabels(class_tick_labels(first, upright=True), rotation=0)
         ax.set_xlabel("class (training count), most → least frequent")
-    else:
-        ax.set_xlabel("class rank by training count (0 = most frequent)")
+        return [(first.class_names[c], first.counts[c]) for c in first.class_order()]
+    ax.xaxis.set_major_locator(MaxNLocator(steps=NICE_STEPS, integer=True))
+    ax.set_xlabel("class rank by training count (0 = most frequent)")
+    return None
 
 
 def select_classes(
@@ -109,103 +357,141 @@ def accuracy_ylim(max_percent: float) -> tuple[float, float]:
     return 0.0, float(min(100.0, 10 * math.ceil((max_percent + 5) / 10)))
 
 
+def _panel_grid(panels: int, width: float) -> tuple[int, int]:
+    """(rows, columns) for `panels` panels of at least MIN_PANEL_WIDTH, rows as even as can be."""
+    fit = max(1, int(width // MIN_PANEL_WIDTH))
+    nrows = math.ceil(panels / min(panels, fit))
+    return nrows, math.ceil(panels / nrows)
+
+
+def _class_title(run: Run, c: int) -> str:
+    name = run.class_names[c]
+    return f"{'class ' if name == str(c) else ''}{name} (n={run.counts[c]})"
+
+
 def draw_feature_norm_over_epochs(
-    runs: Sequence[Run], classes: Sequence[int] | None, figsize: tuple[float, float]
+    runs: Sequence[Run], classes: Sequence[int] | None, figsize: Figsize
 ) -> Any:
     """Mean test feature norm of chosen head/tail classes per eval epoch, one line per run."""
     picks = [select_classes(r, classes) for r in runs]
     labels = legend_labels(runs)
     panels = max(len(p) for p in picks)
-    ncols = min(panels, 4)
-    nrows = math.ceil(panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, sharey=True)
+    width = figsize if isinstance(figsize, int | float) else figsize[0]
+    nrows, ncols = _panel_grid(panels, float(width))
+    panel_w = (float(width) - 0.6) / ncols
+    size, grow = _size(figsize, nrows * (0.72 * panel_w + 0.5) + 0.55)
+    fig, axes = _new_figure(size, nrows, ncols, sharey=True)
     flat = axes.ravel()
     drawn = [False] * len(flat)
     for i in range(panels):
         # One class per panel for every run: its name and count go in the title, not the legend.
         at_i = [(r, p[i]) for r, p in zip(runs, picks) if i < len(p)]
-        ids = {(c, r.class_names[c], r.counts[c]) for r, (_, c) in at_i}
+        ids = {(c, _class_title(r, c)) for r, (_, c) in at_i}
         title = at_i[0][1][0]
         if len(ids) == 1:
-            _, cname, count = next(iter(ids))
-            title += f"\n{cname} (n={count})"  # two lines: four panels side by side
+            title += "\n" + next(iter(ids))[1]
         flat[i].set_title(title)
-    for run, pick, label in zip(runs, picks, labels):
+    handles = []
+    for k, (run, pick) in enumerate(zip(runs, picks)):
         evals = [e for e in run.test_evals if e.get("feature_norm_per_class") is not None]
         epochs = [e.get("epoch", e.get("step")) for e in evals]
+        lines = []
         for i, (_, c) in enumerate(pick):
             norms = [e["feature_norm_per_class"][c] for e in evals]
             norms = [np.nan if v is None else v for v in norms]
-            flat[i].plot(epochs, norms, marker="o", markersize=3, label=label)
+            lines += flat[i].plot(epochs, norms, marker="o", markersize=3, color=f"C{k}")
             drawn[i] = drawn[i] or bool(evals)
+        handles.append(lines[0] if lines else plt.Line2D([], [], color=f"C{k}", marker="o"))
     for i, ax in enumerate(flat):
         if i >= panels:
             ax.set_visible(False)
             continue
         if not drawn[i]:
             _no_data(ax)
-        elif i == 0:
-            ax.legend(fontsize=LEGEND_FONTSIZE)
-        ax.set_xlabel("epoch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("mean feature norm (test)")
-    fig.suptitle("Feature norm over training: head vs tail classes", fontsize=TITLE_FONTSIZE)
-    return _finish(fig)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=NICE_STEPS, integer=True))
+        ax.grid(alpha=0.3)
+        if i + ncols >= panels:  # nothing below it
+            ax.set_xlabel("epoch")
+    fig.supylabel("mean feature norm (test)")
+    fig.suptitle("Test feature norm: head vs tail classes")
+    if any(drawn):
+        _legend_below(fig, handles, labels, grow)
+    return _finish(fig, grow=grow)
 
 
-def draw_feature_norm_distribution(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
+def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any:
     """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
-    fig, ax = plt.subplots(figsize=figsize)
+    width = figsize if isinstance(figsize, int | float) else figsize[0]
+    size, grow = _size(figsize, max(2.2, 0.4 * float(width)) + 0.3)
+    fig, axes = _new_figure(size)
+    ax = axes[0, 0]
     series = []
-    for run, label in zip(runs, legend_labels(runs)):
+    for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         last = run.last_test()
         if last and last.get("feature_norm_per_class") is not None:
-            series.append((label, _values(last["feature_norm_per_class"], run.class_order())))
-    n = max((len(y) for _, y in series), default=0)
+            series.append((k, label, _values(last["feature_norm_per_class"], run.class_order())))
+    n = max((len(y) for _, _, y in series), default=0)
     small = n <= MAX_TICK_LABELS
-    width = 0.6 / max(len(series), 1) if small else 0.0  # runs dodge within a class's slot
-    for k, (label, y) in enumerate(series):
-        x = np.arange(len(y)) + (k - (len(series) - 1) / 2) * width
-        ax.plot(x, y, linestyle="none", marker="o", markersize=5 if small else 2, label=label)
+    width_k = 0.6 / max(len(series), 1) if small else 0.0  # runs dodge within a class's slot
+    handles = []
+    for j, (k, _, y) in enumerate(series):
+        x = np.arange(len(y)) + (j - (len(series) - 1) / 2) * width_k
+        style = {"linestyle": "none", "marker": "o", "markersize": 4 if small else 2}
+        handles += ax.plot(x, y, color=f"C{k}", **style)
+    class_axes = {}
     if series:
-        ax.legend(fontsize=LEGEND_FONTSIZE)
-        _class_axis(ax, runs, n)
+        ticks = _class_axis(ax, runs, n)
+        if ticks is not None:
+            class_axes[ax] = ticks
         if small:
             ax.set_xlim(-0.5, n - 0.5)
-            ax.grid(axis="y", alpha=0.3)
+        ax.grid(axis="y", alpha=0.3)
+        _legend_below(fig, handles, [label for _, label, _ in series], grow)
     else:
         _no_data(ax)
-    ax.set_ylabel("mean feature norm (test, last eval)")
+    ax.set_ylabel("mean feature norm\n(test, last eval)")
     ax.set_title("Per-class feature norm")
-    return _finish(fig)
+    return _finish(fig, class_axes, grow)
 
 
-def draw_per_class_accuracy(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
+def draw_per_class_accuracy(runs: Sequence[Run], figsize: Figsize) -> Any:
     """Per-class top-1 (%) at the last test eval as bars, runs side by side, classes by frequency."""
-    fig, ax = plt.subplots(figsize=figsize)
+    width = figsize if isinstance(figsize, int | float) else figsize[0]
+    size, grow = _size(figsize, max(2.2, 0.4 * float(width)) + 0.3)
+    fig, axes = _new_figure(size)
+    ax = axes[0, 0]
     series = []
-    for run, label in zip(runs, legend_labels(runs)):
+    for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         last = run.last_test()
         if last and last.get("per_class_accuracy") is not None:
-            series.append((label, 100 * _values(last["per_class_accuracy"], run.class_order())))
-    width = 0.8 / max(len(series), 1)
-    for k, (label, y) in enumerate(series):
-        x = np.arange(len(y)) - 0.4 + width * (k + 0.5)
-        ax.bar(x, np.nan_to_num(y), width=width, label=label)
+            y = 100 * _values(last["per_class_accuracy"], run.class_order())
+            series.append((k, label, y))
+    bar_w = 0.8 / max(len(series), 1)
+    handles = []
+    for j, (k, _, y) in enumerate(series):
+        x = np.arange(len(y)) - 0.4 + bar_w * (j + 0.5)
+        handles.append(ax.bar(x, np.nan_to_num(y), width=bar_w, color=f"C{k}"))
     top = -np.inf
+    class_axes = {}
     if series:
-        ax.legend(fontsize=LEGEND_FONTSIZE)
-        _class_axis(ax, runs, max(len(y) for _, y in series))
-        top = max((float(np.nanmax(y)) for _, y in series if np.isfinite(y).any()), default=top)
+        n = max(len(y) for _, _, y in series)
+        ticks = _class_axis(ax, runs, n)
+        if ticks is not None:
+            class_axes[ax] = ticks
+        ax.set_xlim(-0.5, n - 0.5)
+        top = max((float(np.nanmax(y)) for _, _, y in series if np.isfinite(y).any()), default=top)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        _legend_below(fig, handles, [label for _, label, _ in series], grow)
     else:
         _no_data(ax)
     ax.set_ylim(*accuracy_ylim(top))
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Per-class accuracy (test, last eval)")
-    return _finish(fig)
+    return _finish(fig, class_axes, grow)
 
 
-def draw_confusion(run: Run, figsize: tuple[float, float]) -> Any | None:
+def draw_confusion(run: Run, figsize: Figsize) -> Any | None:
     """Row-normalised confusion matrix of the last test eval (classes by frequency), if logged."""
     last = run.last_test()
     if not last or last.get("confusion") is None:
@@ -214,41 +500,180 @@ def draw_confusion(run: Run, figsize: tuple[float, float]) -> Any | None:
     cm = np.asarray(last["confusion"], dtype=np.float64)[np.ix_(order, order)]
     rows = cm.sum(axis=1, keepdims=True)
     cm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=figsize)
+    width = figsize if isinstance(figsize, int | float) else figsize[0]
+    size, _ = _size(figsize, min(0.95 * float(width), 5.0))
+    fig, axes = _new_figure(size)
+    ax = axes[0, 0]
     im = ax.imshow(cm, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.9)
     if len(order) <= MAX_TICK_LABELS:
+        # Long class names cut to a quarter of the figure, so the matrix keeps most of it.
+        ax.tick_params(labelsize=TICK_FONTSIZE)
+        renderer, font = fig.canvas.get_renderer(), ax.xaxis.get_ticklabels()[0]
+        cut_x, cut_y = 0.22 * fig.bbox.height, 0.25 * fig.bbox.width
+        names = [run.class_names[c] for c in order]
         ax.set_xticks(range(len(order)))
-        ax.set_xticklabels([run.class_names[c] for c in order], rotation=90)
+        ax.set_xticklabels([_short_name(n, "", cut_x, font, renderer) for n in names], rotation=90)
         ax.set_yticks(range(len(order)))
-        ax.set_yticklabels(class_tick_labels(run, upright=False))
-    ax.set_xlabel("predicted class (by training frequency)")
+        ax.set_yticklabels(
+            [
+                _short_name(n, f" ({run.counts[c]})", cut_y, font, renderer)
+                for n, c in zip(names, order)
+            ]
+        )
+    ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (training count)")
-    ax.set_title(f"{run.name}: confusion, row-normalised (step {last.get('step')})")
+    # Over the whole figure, not the matrix: the colorbar beside it leaves the title no room.
+    fig.suptitle(f"{run.name}: confusion, row-normalised (step {last.get('step')})")
     return _finish(fig)
 
 
-def draw_schedules(runs: Sequence[Run], figsize: tuple[float, float]) -> Any:
-    """Learning rate (log axis: its step drops span decades) and FBL α(t) against epoch."""
-    fig, (ax_lr, ax_a) = plt.subplots(1, 2, figsize=figsize)
+# ----------------------------------------------------------------------------- schedules
+
+
+def steps_per_epoch(run: Run) -> int | None:
+    """Train steps per epoch: from a train record's step / epoch, else training images // batch.
+
+    The records are exact (they count what the sampler gave); the fallback assumes the plain
+    instance sampler, whose epoch is every training image once.
+    """
+    for rec in run.train:
+        step, epoch = rec.get("step"), rec.get("epoch")
+        if isinstance(step, int | float) and isinstance(epoch, int | float) and epoch > 0:
+            return max(1, int(round(step / epoch)))
+    batch = run.config.get("batch_size")
+    if isinstance(batch, int | float) and batch > 0:
+        return max(1, int(sum(run.counts) // batch)) or None
+    return None
+
+
+def schedule_values(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(epoch at the start of every train step, lr, α) as the run's training computed them.
+
+    The lr comes from `make_lr_schedule` with the run's optimizer config (missing fields: the
+    defaults), α from the run's own loss (`make_loss`: FBL's curriculum, with its offset and
+    α-per-epoch; 0 for losses without one), both at epoch = step / steps_per_epoch as in the
+    train step. A cRT/LWS run has its own optimizer and α = 0; a run with no training (τ-norm,
+    post-hoc LA) or a config these cannot be built from gives None.
+    """
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from fbl_jax import losses
+    from fbl_jax.defaults import get_default_config
+    from fbl_jax.train.optimizer import make_lr_schedule
+
+    spe = steps_per_epoch(run)
+    if spe is None or not run.train:
+        return None
+    decouple = run.config.get("decouple") or {}
+    try:
+        if decouple.get("method"):
+            if decouple.get("optimizer") is None or decouple.get("epochs") is None:
+                return None
+            opt, num_epochs, loss = decouple["optimizer"], int(decouple["epochs"]), None
+        else:
+            default = get_default_config()
+            opt = {**default.optimizer.to_dict(), **run.config.get("optimizer", {})}
+            num_epochs = int(run.config.get("num_epochs", default.num_epochs))
+            loss = run.config.get("loss") or {"name": "ce"}
+        schedule = make_lr_schedule(ml_collections.ConfigDict(opt), spe, num_epochs)
+        steps = jnp.arange(num_epochs * spe)
+        lr = np.asarray(jax.vmap(schedule)(steps), np.float64)
+        epochs = steps.astype(jnp.float32) / spe
+        if loss is None:
+            alpha = np.zeros_like(lr)
+        else:
+            loss_fn = losses.make_loss(loss, run.counts, num_epochs)
+            logits = jnp.zeros((1, run.num_classes), jnp.float32)
+            features = jnp.ones((1, 8), jnp.float32)
+            labels = jnp.zeros((1,), jnp.int32)
+
+            def alpha_at(epoch: Any) -> Any:
+                return loss_fn(logits, features, labels, epoch)[1]["alpha"]
+
+            alpha = np.asarray(jax.jit(jax.vmap(alpha_at))(epochs), np.float64)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return np.arange(num_epochs * spe) / spe, lr, alpha
+
+
+def stairs(epochs: np.ndarray, values: np.ndarray, end: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a steps-post line through per-step values: one where the value changes.
+
+    The last value is repeated at `end`, so the final stair reaches the end of training; a
+    smooth schedule with more changes than MAX_SCHEDULE_POINTS keeps every k-th.
+    """
+    change = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    if len(change) > MAX_SCHEDULE_POINTS:
+        change = change[:: math.ceil(len(change) / MAX_SCHEDULE_POINTS)]
+    return np.r_[epochs[change], end], np.r_[values[change], values[-1]]
+
+
+def draw_schedules(runs: Sequence[Run], figsize: Figsize) -> Any:
+    """Learning rate (log axis: its step drops span decades) and FBL α(t) against epoch.
+
+    Both are the schedule functions evaluated at every train step and drawn as stairs, so a
+    step decay is a drop and a per-epoch α a staircase; a run whose schedule cannot be rebuilt
+    from its config shows its logged values instead, marked '(logged)'.
+    """
+    width = figsize if isinstance(figsize, int | float) else figsize[0]
+    stacked = float(width) < 5.0
+    size, grow = _size(figsize, 3.4 if stacked else 2.4)
+    if stacked:
+        fig, axes = _new_figure(size, 2, 1, sharex=True)
+    else:
+        fig, axes = _new_figure(size, 1, 2)
+    ax_lr, ax_a = axes.ravel()
+    handles, labels = [], []
     positive_lr = False
-    for run, label in zip(runs, legend_labels(runs)):
-        for ax, key in ((ax_lr, "lr"), (ax_a, "alpha")):
-            recs = [t for t in run.train if t.get(key) is not None]
-            if recs:
-                values = [t[key] for t in recs]
-                positive_lr = positive_lr or (key == "lr" and max(values) > 0)
-                ax.plot([t.get("epoch", t.get("step")) for t in recs], values, label=label)
+    for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
+        style = {"color": f"C{k}", "linestyle": LINESTYLES[k % len(LINESTYLES)], "linewidth": 1.2}
+        values = schedule_values(run)
+        line = None
+        if values is not None:
+            epochs, lr, alpha = values
+            end = epochs[-1] + (epochs[1] - epochs[0] if len(epochs) > 1 else 1.0)
+            (line,) = ax_lr.plot(*stairs(epochs, lr, end), drawstyle="steps-post", **style)
+            ax_a.plot(*stairs(epochs, alpha, end), drawstyle="steps-post", **style)
+            positive_lr = positive_lr or bool(np.max(lr) > 0)
+        else:
+            for ax, key in ((ax_lr, "lr"), (ax_a, "alpha")):
+                recs = [t for t in run.train if t.get(key) is not None]
+                if recs:
+                    ys = [t[key] for t in recs]
+                    xs = [t.get("epoch", t.get("step")) for t in recs]
+                    (drawn,) = ax.plot(xs, ys, marker=".", markersize=3, **style)
+                    line = line or drawn
+                    positive_lr = positive_lr or (key == "lr" and max(ys) > 0)
+            label += " (logged)"
+        if line is not None:
+            handles.append(line)
+            labels.append(label)
     if positive_lr:
         ax_lr.set_yscale("log", nonpositive="mask")
-    for ax, title in ((ax_lr, "learning rate (log scale)"), (ax_a, "α(t)")):
-        ax.set_xlabel("epoch")
+    for ax, title in ((ax_lr, "learning rate (log scale)"), (ax_a, "FBL α(t)")):
+        if not stacked or ax is ax_a:
+            ax.set_xlabel("epoch")
         ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=NICE_STEPS, integer=True))
         if not ax.lines:
             _no_data(ax)
-    if ax_lr.lines or ax_a.lines:
-        (ax_lr if ax_lr.lines else ax_a).legend(fontsize=LEGEND_FONTSIZE)
-    return _finish(fig)
+    if not ax_lr.lines and not ax_a.lines:
+        ax_a.set_yticks([])  # nothing drawn: no unit to show
+    _legend_below(fig, handles, labels, grow)
+    return _finish(fig, grow=grow)
+
+
+def figure_size(figsize: Sequence[float] | None, width: float | None) -> Figsize:
+    """What the draw functions take: a fixed (w, h), or a column width whose height they choose."""
+    if figsize is not None:
+        return (float(figsize[0]), float(figsize[1]))
+    if width is None:
+        raise ValueError("give a figsize or a width")
+    return float(width)
 
 
 def plot_all(
@@ -257,18 +682,24 @@ def plot_all(
     *,
     classes: Sequence[int] | None,
     dpi: float,
-    figsize: tuple[float, float],
+    figsize: Sequence[float] | None = None,
+    width: float | None = None,
 ) -> list[pathlib.Path]:
-    """Write every figure into `out` as PNG + PDF; returns the PNG paths (confusion if logged)."""
+    """Write every figure into `out` as PNG + PDF; returns the PNG paths (confusion if logged).
+
+    `figsize` fixes every figure's size; `width` (inches, e.g. COLUMN_WIDTHS["single"]) fixes
+    only the width, each figure choosing its height.
+    """
+    size = figure_size(figsize, width)
     figures = [
-        ("feature_norm_over_epochs", draw_feature_norm_over_epochs(runs, classes, figsize)),
-        ("feature_norm_distribution", draw_feature_norm_distribution(runs, figsize)),
-        ("per_class_accuracy", draw_per_class_accuracy(runs, figsize)),
-        ("schedules", draw_schedules(runs, figsize)),
+        ("feature_norm_over_epochs", draw_feature_norm_over_epochs(runs, classes, size)),
+        ("feature_norm_distribution", draw_feature_norm_distribution(runs, size)),
+        ("per_class_accuracy", draw_per_class_accuracy(runs, size)),
+        ("schedules", draw_schedules(runs, size)),
     ]
     paths = [save_figure(fig, out / f"{stem}.png", dpi) for stem, fig in figures]
     for run in runs:
-        fig = draw_confusion(run, figsize)
+        fig = draw_confusion(run, size)
         if fig is not None:
             paths.append(save_figure(fig, out / f"confusion_{safe_filename(run.name)}.png", dpi))
     return paths

@@ -85,13 +85,13 @@ class MetricWriter:
         eta = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
         speed = record.get("images_per_s")
         log.info(
-            "epoch %.2f step %d/%d | loss %.4f | top1 %.3f | lr %.5f | alpha %.4f | "
+            "epoch %.2f step %d/%d | loss %.4f | train top1 %.2f | lr %.5f | alpha %.4f | "
             "%s img/s | ETA %s",
             record["epoch"],
             step,
             self.total_steps,
             record["loss"],
-            record["train_top1"],
+            100 * record["train_top1"],
             record["lr"],
             record["alpha"],
             "-" if speed is None else f"{speed:.0f}",
