@@ -22,6 +22,9 @@ TINY = {
     "eval_every_epochs": 1,
     "checkpoint_every_epochs": 1,
     "log_every_steps": 5,
+    # one compiled step per loss setting: compiling dominates these runs (the 4-step default
+    # dispatch is compared with single steps in test_steps_per_call.py)
+    "steps_per_call": 1,
     "model.name": "resnet8",
     "optimizer.warmup_epochs": 0.5,
     "optimizer.decay_epochs": (1,),
