@@ -419,17 +419,23 @@ def draw_feature_norm_over_epochs(
     return _finish(fig, grow=grow)
 
 
-def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any:
-    """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
+def _per_class_figure(runs: Sequence[Run], figsize: Figsize, key: str, scale: float = 1):
+    """(figure, axes, [(run index, label, values by class frequency)], grow) for a per-class
+    quantity of each run's last test evaluation."""
     width = figsize if isinstance(figsize, int | float) else figsize[0]
     size, grow = _size(figsize, max(2.2, 0.4 * float(width)) + 0.3)
     fig, axes = _new_figure(size)
-    ax = axes[0, 0]
     series = []
     for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         last = run.last_test()
-        if last and last.get("feature_norm_per_class") is not None:
-            series.append((k, label, _values(last["feature_norm_per_class"], run.class_order())))
+        if last and last.get(key) is not None:
+            series.append((k, label, scale * _values(last[key], run.class_order())))
+    return fig, axes[0, 0], series, grow
+
+
+def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any:
+    """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
+    fig, ax, series, grow = _per_class_figure(runs, figsize, "feature_norm_per_class")
     n = max((len(y) for _, _, y in series), default=0)
     small = n <= MAX_TICK_LABELS
     width_k = 0.6 / max(len(series), 1) if small else 0.0  # runs dodge within a class's slot
@@ -456,16 +462,7 @@ def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any
 
 def draw_per_class_accuracy(runs: Sequence[Run], figsize: Figsize) -> Any:
     """Per-class top-1 (%) at the last test eval as bars, runs side by side, classes by frequency."""
-    width = figsize if isinstance(figsize, int | float) else figsize[0]
-    size, grow = _size(figsize, max(2.2, 0.4 * float(width)) + 0.3)
-    fig, axes = _new_figure(size)
-    ax = axes[0, 0]
-    series = []
-    for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
-        last = run.last_test()
-        if last and last.get("per_class_accuracy") is not None:
-            y = 100 * _values(last["per_class_accuracy"], run.class_order())
-            series.append((k, label, y))
+    fig, ax, series, grow = _per_class_figure(runs, figsize, "per_class_accuracy", 100)
     bar_w = 0.8 / max(len(series), 1)
     handles = []
     for j, (k, _, y) in enumerate(series):
