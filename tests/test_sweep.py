@@ -270,9 +270,10 @@ def test_another_sweep_in_the_same_workdir_is_an_error(finished_sweep):
 
 
 def test_a_diverging_run_stops_alone(tmp_path):
-    config = tiny_config(  # also the sweep's one-call (scanned, vmapped) evaluation
+    config = tiny_config(  # the accelerators' path: runs vmapped, one-call (scanned) evaluation
         **{"num_epochs": 1, "loss.alpha_per_epoch": False, "loss.curriculum": "linear"},
         eval_in_one_call="always",
+        sweep_run_axis="vmap",
     )
     finals = train_sweep(config, [("loss.fbl_scale", [60.0, 1e38])], tmp_path)
     good, bad = finals["loss.fbl_scale=60.0"], finals["loss.fbl_scale=1e+38"]
