@@ -13,25 +13,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fbl_jax.defaults import config_from_file
+from fbl_jax.reproduce.plan import TINY as TINY_PLAN
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.py"
-# A tiny, fast version of the demo: 2 epochs of 15 steps on 16×16 digits, ResNet-8.
-TINY = {
-    "num_epochs": 2,
-    "eval_every_epochs": 1,
-    "checkpoint_every_epochs": 1,
-    "log_every_steps": 5,
-    # one compiled step per loss setting: compiling dominates these runs (the 4-step default
-    # dispatch is compared with single steps in test_steps_per_call.py)
-    "steps_per_call": 1,
-    "model.name": "resnet8",
-    "optimizer.warmup_epochs": 0.5,
-    "optimizer.decay_epochs": (1,),
-    "optimizer.decay_multipliers": (0.1,),
-    "loss.curriculum_offset": 0.5,
-    "loss.drw_start_epoch": 1,
-}
+# A tiny, fast version of the demo (2 epochs of 15 steps on 16×16 digits, ResNet-8): the same
+# settings as fbl-reproduce's tiny plan, one definition for both.
+TINY = TINY_PLAN
 
 
 def tiny_config(**extra):

@@ -33,13 +33,15 @@ PAPER_FORM = {
     "loss.curriculum": "parabolic",
     "loss.alpha_per_epoch": False,
 }
-# The tiny plan: the demo's digits, ResNet-8, two short epochs (the test helpers' settings).
+# The tiny plan: the demo's digits, ResNet-8, two short epochs (also the tests' tiny runs).
 TINY = {
     "num_epochs": 2,
     "eval_every_epochs": 1,
     "checkpoint_every_epochs": 1,
     "log_every_steps": 5,
-    "steps_per_call": 1,  # one compiled step per loss setting: compiling dominates tiny runs
+    # one compiled step per loss setting: compiling dominates tiny runs (the 4-step default
+    # dispatch is compared with single steps in tests/test_steps_per_call.py)
+    "steps_per_call": 1,
     "model.name": "resnet8",
     "optimizer.warmup_epochs": 0.5,
     "optimizer.decay_epochs": (1,),
