@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -38,6 +37,7 @@ from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
 from fbl_jax.models.layers import resolve_bn_impl
 from fbl_jax.train import optimizer as optim
+from fbl_jax.train import replication
 from fbl_jax.train import steps as train_steps
 
 WHATS = ("train", "pipeline", "eval", "all")
@@ -309,12 +309,12 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
     variables = train_steps.init_variables(jax.random.key(args.seed, impl="rbg"), model, shape)
     tx = optim.make_optimizer(cfg.optimizer, lr_schedule, variables["params"])
     state = train_steps.create_train_state(None, model, shape, tx, variables)
-    p_state = flax.jax_utils.replicate(state, devices=devices)
+    p_state = replication.replicate(state, devices=devices)
     lazy: dict[str, Any] = {}  # device-resident train set and tf iterator, made when needed
 
     def device_data() -> Any:
         if "data" not in lazy:
-            lazy["data"] = flax.jax_utils.replicate(pipeline.device_data(), devices=devices)
+            lazy["data"] = replication.replicate(pipeline.device_data(), devices=devices)
         return lazy["data"]
 
     def pmap(fn, donate=False, in_axes=0):

@@ -19,7 +19,7 @@ from fbl_jax.data.samplers import make_sampler
 from fbl_jax.models import get_model
 from fbl_jax.report.labels import method_name
 from fbl_jax.report.run_dir import load_run
-from fbl_jax.train import bbn, runners, train_and_evaluate
+from fbl_jax.train import bbn, replication, runners, train_and_evaluate
 from fbl_jax.train import steps as train_steps
 from fbl_jax.train.preemption import Preempted
 
@@ -174,7 +174,7 @@ def test_train_step_feeds_both_streams_and_mixes_the_loss():
     state = state.replace(step=jnp.asarray(9, jnp.int32))  # epoch 2.25 → α = 1 − (2/4)² = 0.75
     batch = {"image": x, "label": y_c, "image_rb": x_rb, "label_rb": y_r}
     p_step = jax.pmap(step_fn, axis_name=train_steps.AXIS, devices=jax.devices()[:1])
-    put = flax.jax_utils.replicate
+    put = replication.replicate
     _, metrics = p_step(
         put(state, jax.devices()[:1]), jax.tree_util.tree_map(lambda a: a[None], batch)
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import replication
 
 
 def direct_metrics(logits, features, labels, counts):
@@ -82,7 +83,6 @@ def test_absent_class_and_empty_group():
 def test_one_call_evaluation_equals_a_call_per_batch():
     """config.eval_in_one_call (the accelerators' default): the split scanned in one call gives
     the statistics of a call per padded batch, on 4 devices, every image counted once."""
-    import flax
     from train_helpers import tiny_config
 
     from fbl_jax.train import steps as train_steps
@@ -92,8 +92,8 @@ def test_one_call_evaluation_equals_a_call_per_batch():
     bundle = load_data(config)
     model = build_model(config, bundle.num_classes)
     variables = train_steps.init_variables(jax.random.key(0, impl="rbg"), model, bundle.image_shape)
-    params = flax.jax_utils.replicate(variables["params"])
-    stats_b = flax.jax_utils.replicate(variables["batch_stats"])
+    params = replication.replicate(variables["params"])
+    stats_b = replication.replicate(variables["batch_stats"])
     eval_fn = train_steps.make_eval_step(model, bundle.num_classes)
     per_batch = train_steps.Evaluator(eval_fn, bundle.eval_iter, one_call=False)
     one_call = train_steps.Evaluator(eval_fn, bundle.eval_iter, one_call=True)

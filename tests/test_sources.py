@@ -376,6 +376,20 @@ def _digits_config(**overrides):
     return c
 
 
+def test_digits_are_scikit_learns_upsampled_to_16px():
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    train, test = sources.load_synthetic_digits()
+    images = np.concatenate([train.images, test.images])[np.argsort(np.r_[train.ids, test.ids])]
+    labels = np.concatenate([train.labels, test.labels])[np.argsort(np.r_[train.ids, test.ids])]
+    np.testing.assert_array_equal(labels, ref.target)
+    want = np.round(ref.images * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255
+    assert images.shape == (1797, 16, 16, 3)
+    for dy, dx, c in [(0, 0, 0), (1, 1, 2), (0, 1, 1)]:  # each 8x8 pixel becomes a 2x2 block
+        np.testing.assert_array_equal(images[:, dy::2, dx::2, c], want)
+
+
 def test_build_datasets_synthetic_digits_end_to_end():
     kw = dict(global_batch_size=32, seed=0, process_index=0, process_count=1, local_device_count=4)
     bundle = build_datasets(_digits_config(), eval_batch_size=64, **kw)

@@ -19,8 +19,8 @@ from fbl_jax.report.run_dir import load_run
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import optimizer as optim
 from fbl_jax.train import programs as sweep_spec
+from fbl_jax.train import replication, train_and_evaluate, train_sweep
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train import train_and_evaluate, train_sweep
 from fbl_jax.train.run_setup import build_model, init_train_state, load_data
 from fbl_jax.train.runners import ProgramRunner
 
@@ -116,11 +116,11 @@ def _single_run_params(config, seed, loss_kw, steps):
     step_fn = train_steps.make_train_step(model, loss_fn, tx, lr, spe, make_batch)
     device = jax.devices()[:1]
     p_step = jax.pmap(step_fn, axis_name=train_steps.AXIS, devices=device)
-    p_state = flax.jax_utils.replicate(state, device)
-    data = flax.jax_utils.replicate(pipeline.device_data(), device)
+    p_state = replication.replicate(state, device)
+    data = replication.replicate(pipeline.device_data(), device)
     for _ in range(steps):
         p_state, _ = p_step(p_state, data)
-    return jax.device_get(flax.jax_utils.unreplicate(p_state))
+    return replication.first_replica(p_state)
 
 
 @pytest.mark.parametrize("run_axis", ["vmap", "sequential"])

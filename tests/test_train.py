@@ -2,7 +2,6 @@
 
 import json
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +15,8 @@ from train_helpers import (
 from fbl_jax import losses
 from fbl_jax.models import get_model
 from fbl_jax.train import checkpoints as checkpointing
+from fbl_jax.train import replication, train_and_evaluate
 from fbl_jax.train import steps as train_steps
-from fbl_jax.train import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def _one_step(devices, images, labels, params, batch_stats):
         "image": images.reshape(n, -1, *images.shape[1:]),
         "label": labels.reshape(n, -1),
     }
-    new_state, metrics = p_step(flax.jax_utils.replicate(state, devices), batch)
+    new_state, metrics = p_step(replication.replicate(state, devices), batch)
     first = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], new_state)
     return first, float(metrics["loss"][0])
 

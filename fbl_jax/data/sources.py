@@ -11,8 +11,11 @@ No TensorFlow at import time: tfds is imported inside :func:`load_tfds_arrays` o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import os
+import pathlib
 import re
 from collections.abc import Sequence
 
@@ -308,6 +311,23 @@ def load_tfds_arrays(
 # ----------------------------------------------------------------------------- digits
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits file that ships with scikit-learn, read without importing scikit-learn.
+
+    ``sklearn.datasets.load_digits`` returns the same arrays, but importing scikit-learn takes
+    ~1.6 s on a 2-core machine: more than the demo's data needs, paid by every process.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("source='synthetic_digits' needs scikit-learn (pip install scikit-learn)")
+    path = pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.exists():
+        raise ImportError(f"{path} is missing: reinstall scikit-learn (pip install scikit-learn)")
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_synthetic_digits(
     train_fraction: float = 0.7, seed: int = 0
 ) -> tuple[ArraySplit, ArraySplit]:
@@ -318,17 +338,11 @@ def load_synthetic_digits(
     """
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            "source='synthetic_digits' needs scikit-learn (pip install scikit-learn)"
-        ) from e
-    digits = load_digits()
-    x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
+    images, target = _digits_arrays()
+    x = np.round(images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
     x = np.kron(x, np.ones((1, 2, 2), np.uint8))  # (N, 16, 16)
     x = np.repeat(x[..., None], 3, axis=-1)
-    y = digits.target.astype(np.int64)
+    y = target.astype(np.int64)
     rng = np.random.RandomState(seed)
     train_mask = np.zeros(len(y), bool)
     for c in np.unique(y):

@@ -27,7 +27,6 @@ import pathlib
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +51,7 @@ from fbl_jax.decouple.steps import (
 )
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import optimizer as optim
+from fbl_jax.train import replication
 from fbl_jax.train import steps as train_steps
 from fbl_jax.train.writers import MetricWriter, check_finite
 
@@ -118,8 +118,8 @@ def _run_tau(ctx: DecoupleContext) -> DecoupleResult:
     src, bundle = ctx.src, ctx.bundle
     taus = [float(t) for t in ctx.config[ctx.method].taus]
     sweep = None
-    p_params = flax.jax_utils.replicate(src.params)
-    p_stats = flax.jax_utils.replicate(src.batch_stats)
+    p_params = replication.replicate(src.params)
+    p_stats = replication.replicate(src.batch_stats)
     if len(taus) > 1:
         if "minival" not in bundle.eval_splits:
             raise ValueError(
@@ -141,7 +141,7 @@ def _run_tau(ctx: DecoupleContext) -> DecoupleResult:
         p_sweep = jax.pmap(
             make_sweep_step(ctx.model, ctx.num_classes, adjusted), axis_name=train_steps.AXIS
         )
-        p_taus = flax.jax_utils.replicate(jnp.asarray(taus, jnp.float32))
+        p_taus = replication.replicate(jnp.asarray(taus, jnp.float32))
         stats = train_steps.run_evaluation(
             p_sweep, p_params, p_stats, bundle.eval_iter("minival"), p_taus
         )
@@ -160,7 +160,7 @@ def _run_tau(ctx: DecoupleContext) -> DecoupleResult:
     params, adjust = src.params, ctx.adjust()
     if ctx.method == "tau_norm":
         params = tau_normalized_params(src.params, tau)
-        p_params = flax.jax_utils.replicate(params)
+        p_params = replication.replicate(params)
     else:
         adjust = ctx.adjust(bias=posthoc_bias(src.class_counts, tau))
     spe = bundle.steps_per_epoch
@@ -209,13 +209,13 @@ def _run_training(ctx: DecoupleContext) -> DecoupleResult:
         def make_batch(d, step):
             return pipeline.batch(d, step, jax.lax.axis_index(train_steps.AXIS))
 
-        data = flax.jax_utils.replicate(pipeline.device_data())
+        data = replication.replicate(pipeline.device_data())
     else:
         host_iter = bundle.train.iterator(start_step=0)
     step_fn = make_classifier_step(ctx.model, method, tx, schedule, ctx.base_scale, make_batch)
     p_step = jax.pmap(step_fn, axis_name=train_steps.AXIS, donate_argnums=(0,))
-    p_frozen = flax.jax_utils.replicate({"params": src.params, "batch_stats": src.batch_stats})
-    p_state = flax.jax_utils.replicate(state)
+    p_frozen = replication.replicate({"params": src.params, "batch_stats": src.batch_stats})
+    p_state = replication.replicate(state)
 
     writer = MetricWriter(ctx.workdir, ctx.is_chief, total)
     ckpts = checkpointing.Checkpoints(ctx.workdir, ctx.config.keep_checkpoints)
@@ -255,9 +255,9 @@ def _run_training(ctx: DecoupleContext) -> DecoupleResult:
             record["lr"],
             record["images_per_s"],
         )
-        trained = jax.device_get(flax.jax_utils.unreplicate(p_state.trainable))
+        trained = replication.first_replica(p_state.trainable)
         if method == "crt":
-            p_params = {**p_frozen["params"], "head": flax.jax_utils.replicate(trained["head"])}
+            p_params = {**p_frozen["params"], "head": replication.replicate(trained["head"])}
             adjust = ctx.adjust()
         else:
             p_params, adjust = p_frozen["params"], ctx.adjust(scale=trained["scale"])

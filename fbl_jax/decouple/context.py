@@ -12,7 +12,6 @@ import json
 import pathlib
 from typing import Any
 
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -23,6 +22,7 @@ from fbl_jax.decouple.config import CHECKPOINTS, TAU_METHODS
 from fbl_jax.decouple.steps import make_adjusted_eval_step
 from fbl_jax.defaults import ConfigError
 from fbl_jax.train import evaluation as evaluate
+from fbl_jax.train import replication
 from fbl_jax.train import run_setup as train
 from fbl_jax.train import steps as train_steps
 from fbl_jax.train.writers import MetricWriter
@@ -168,7 +168,7 @@ class DecoupleContext:
         self, writer: MetricWriter, p_params: Any, p_stats: Any, adjust: dict, step: int, spe: int
     ) -> dict[str, dict]:
         """Eval records for every split, in the trainer's format, written to metrics.jsonl."""
-        p_adjust = flax.jax_utils.replicate(adjust)
+        p_adjust = replication.replicate(adjust)
         records = {}
         for split in self.bundle.eval_splits:
             stats = train_steps.run_evaluation(

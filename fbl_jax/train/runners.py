@@ -22,13 +22,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import flax
 import jax
 import numpy as np
 
 from fbl_jax import defaults, losses
 from fbl_jax.defaults import ConfigError
-from fbl_jax.train import bbn, steps
+from fbl_jax.train import bbn, replication, steps
 
 log = logging.getLogger("fbl_jax")
 
@@ -105,8 +104,8 @@ class ProgramRunner:
                 data = (device_data, np.int32(c.seed)) if self.device_pipeline else None
                 self.groups.append(_Group([r], False, states[r], data, by_loss[key]))
         for g in self.groups:
-            g.state = flax.jax_utils.replicate(g.state)
-            g.data = flax.jax_utils.replicate(g.data)
+            g.state = replication.replicate(g.state)
+            g.data = replication.replicate(g.data)
         self.evaluator = steps.Evaluator(
             eval_fn, bundle.eval_iter, defaults.resolve_eval_in_one_call(config, backend)
         )
@@ -192,7 +191,7 @@ class ProgramRunner:
         g = next(g for g in self.groups if r in g.runs)
         key = id(g)
         if key not in self._host:
-            self._host[key] = jax.device_get(flax.jax_utils.unreplicate(g.state))
+            self._host[key] = replication.first_replica(g.state)
         return _take(self._host[key], g.runs.index(r)) if g.stacked else self._host[key]
 
 
