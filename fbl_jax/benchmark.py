@@ -272,13 +272,6 @@ def _tf_iterator(args, cfg, images, labels, devices, folder) -> tuple[Iterator, 
     return pipe.iterator(), n
 
 
-def _shard(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    """Place leading-axis slice i of every leaf on devices[i], as pmap expects its inputs."""
-    mesh = jax.sharding.Mesh(np.asarray(devices), (train_steps.AXIS,))
-    sharding = jax.NamedSharding(mesh, jax.P(train_steps.AXIS))
-    return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
-
-
 def _feeds(args) -> list[str]:
     return ["device", "tf"] if args.pipeline == "both" else [args.pipeline]
 
@@ -388,7 +381,7 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
             "label": labels[np.arange(eb) % len(labels)].reshape(n_dev, -1),
             "mask": np.ones((n_dev, eb // n_dev), np.float32),
         }
-        batch = _shard(batch, devices)
+        batch = replication.shard(batch, devices)
         p_eval = pmap(train_steps.make_eval_step(model, c))
 
         def call():

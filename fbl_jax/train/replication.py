@@ -41,6 +41,14 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
     return jax.tree_util.tree_map(one, tree)
 
 
+def shard(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
+    """Slice i of each host leaf's leading axis on devices[i], as pmap takes its inputs."""
+    devices = list(devices or jax.local_devices())
+    mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,))
+    sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
+    return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), sharding), tree)
+
+
 def first_replica(tree: Any) -> Any:
     """The first device's copy of each leaf of a replicated (pmapped) tree, as NumPy arrays."""
 

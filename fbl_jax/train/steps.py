@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fbl_jax.train import bbn
+from fbl_jax.train import bbn, replication
 from fbl_jax.train import evaluation as evaluate
 
 AXIS = "batch"  # pmap axis; spans every device of every host
@@ -237,17 +237,28 @@ def make_eval_scan(eval_fn: Callable) -> Callable:
 def run_evaluation(
     p_eval: Callable, params: Any, batch_stats: Any, batches: Any, logit_bias: Any = None
 ) -> dict[str, Any]:
-    """Sum the eval step's statistics over every batch of a split (on device, one fetch)."""
-    totals = None
+    """Sum the eval step's statistics over every batch of a split.
+
+    Each batch's statistics come back from the first device one batch late (the next batch is
+    already dispatched) and are summed in NumPy: adding them with eager JAX ops compiled a
+    program per statistic shape at every run start.
+    """
+    totals, pending = None, None
     for batch in batches:
         if logit_bias is None:
             stats = p_eval(params, batch_stats, batch)
         else:
             stats = p_eval(params, batch_stats, batch, logit_bias)
-        totals = stats if totals is None else jax.tree_util.tree_map(jnp.add, totals, stats)
-    if totals is None:
+        if pending is not None:
+            totals = _add(totals, replication.first_replica(pending))
+        pending = stats
+    if pending is None:
         raise ValueError("the evaluation split produced no batches")
-    return jax.tree_util.tree_map(lambda x: jax.device_get(x[0]), totals)
+    return _add(totals, replication.first_replica(pending))
+
+
+def _add(totals: Any, stats: Any) -> Any:
+    return stats if totals is None else jax.tree_util.tree_map(np.add, totals, stats)
 
 
 class Evaluator:
@@ -270,7 +281,5 @@ class Evaluator:
             return run_evaluation(self.p_eval, params, batch_stats, self.batches_of(split))
         if split not in self._on_device:
             stacked = stack_eval_batches(self.batches_of(split))
-            # an identity pmap leaves each device's part of the split on that device
-            self._on_device[split] = jax.pmap(lambda t: t)(stacked)
-        stats = self.p_scan(params, batch_stats, self._on_device[split])
-        return jax.tree_util.tree_map(lambda x: jax.device_get(x[0]), stats)
+            self._on_device[split] = replication.shard(stacked)
+        return replication.first_replica(self.p_scan(params, batch_stats, self._on_device[split]))
