@@ -21,6 +21,9 @@ os.environ.setdefault(
     str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla_compile_cache"),
 )
 
+# Every program, however small, as the entry points cache them (fbl_jax/cli/xla_cache.py).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 import pytest  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"

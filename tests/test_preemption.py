@@ -111,8 +111,12 @@ def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
     )
     kc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kc)
-    result = kc.campaign(
-        tmp_path, kills=2, targets=("latest_tmp", "after_checkpoint"), num_epochs=3
+    result = kc.campaign(  # one step per compiled call, as the tests' tiny runs
+        tmp_path,
+        kills=2,
+        targets=("latest_tmp", "after_checkpoint"),
+        num_epochs=3,
+        steps_per_call=1,
     )
     assert kc.passed(result), json.dumps(result, indent=1)
     assert result["kills"] == 2

@@ -84,7 +84,7 @@ def test_programs_split_only_where_runs_cannot_share_one():
 
 # ----------------------------------------------------------------------------- the steps
 
-RUNS = [(0, {"name": "fbl"}), (1, {"name": "ce"}), (0, {"name": "la", "la_tau": 1.0})]
+RUNS = [(0, {"name": "fbl"}), (1, {"name": "la", "la_tau": 1.0})]  # other seeds, other losses
 _SINGLE_CACHE: dict = {}
 
 
@@ -159,7 +159,7 @@ def test_program_steps_on_four_devices_equal_single_runs_on_one(run_axis):
     # the runs really differ (different seeds and losses moved them apart)
     name = next(iter(flax.traverse_util.flatten_dict(swept[0].params)))
     w = [flax.traverse_util.flatten_dict(s.params)[name] for s in swept]
-    assert np.abs(w[0] - w[1]).max() > 1e-3 and np.abs(w[0] - w[2]).max() > 1e-5
+    assert np.abs(w[0] - w[1]).max() > 1e-3
 
 
 def test_a_sweep_run_sees_the_data_of_the_single_run_with_its_seed():
@@ -183,7 +183,7 @@ def test_a_sweep_run_sees_the_data_of_the_single_run_with_its_seed():
 
 # ----------------------------------------------------------------------------- whole sweeps
 
-SETS = [("seed", [0, 1]), ("loss.name", ["fbl", "la"])]
+SETS = [("seed", [1]), ("loss.name", ["fbl", "la"])]  # two runs, two compiled programs
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def finished_sweep(tmp_path_factory):
 
 def test_sweep_writes_ordinary_run_directories(finished_sweep):
     workdir, finals = finished_sweep
-    names = [f"seed={s},loss.name={n}" for s in (0, 1) for n in ("fbl", "la")]
+    names = [f"seed=1,loss.name={n}" for n in ("fbl", "la")]
     assert sorted(finals) == sorted(names)
     spec = json.loads((workdir / "sweep.json").read_text())
     assert spec["programs"] == [names]
@@ -233,7 +233,7 @@ def test_sweep_runs_equal_their_single_runs_bit_for_bit(finished_sweep, tmp_path
         assert step == ref_step == 30
         for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
             np.testing.assert_array_equal(a, b)
-    assert finals["seed=0,loss.name=la"] != final  # another seed is another run
+    assert finals["seed=1,loss.name=fbl"] != final  # another loss is another run
 
 
 @pytest.mark.parametrize("kill_step", [30, 15], ids=["second_round", "first_round"])
@@ -256,8 +256,8 @@ def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished
     with pytest.raises(KeyboardInterrupt):
         train_sweep(tiny_config(), SETS, tmp_path)
     monkeypatch.undo()
-    first = tmp_path / "seed=0,loss.name=fbl" / "checkpoints"
-    second = tmp_path / "seed=0,loss.name=la" / "checkpoints"
+    first = tmp_path / "seed=1,loss.name=fbl" / "checkpoints"
+    second = tmp_path / "seed=1,loss.name=la" / "checkpoints"
     assert (first / str(kill_step)).is_dir() and not (second / str(kill_step)).exists()
     finals = train_sweep(tiny_config(), SETS, tmp_path)
     assert finals == ref_finals

@@ -33,6 +33,9 @@ def enable() -> pathlib.Path | None:
         return None
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
-    # cache every program that took a second or more to compile (JAX's default threshold)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Cache every program, not only those that took a second (JAX's default): a run also
+    # compiles dozens of small programs (initialisation, evaluation, optimizer set-up) that
+    # together cost a tiny CPU run more than its training (a restart of the tests' tiny run:
+    # 3.8 s with JAX's threshold, 2.6 s with none; BENCHMARKS.md).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
