@@ -34,8 +34,7 @@ def enable() -> pathlib.Path | None:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     # Cache every program, not only those that took a second (JAX's default): a run also
-    # compiles dozens of small programs (initialisation, evaluation, optimizer set-up) that
-    # together cost a tiny CPU run more than its training (a restart of the tests' tiny run:
-    # 3.8 s with JAX's threshold, 2.6 s with none; BENCHMARKS.md).
+    # compiles small programs (initialisation, optimizer set-up) that a restart would otherwise
+    # compile again; part of the start-up gain in BENCHMARKS.md's tiny-run table.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path

@@ -22,11 +22,16 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
-    """Each leaf as an array of shape (n_devices, *leaf.shape), one copy per device."""
+def _device_axis(devices: Sequence[jax.Device] | None) -> tuple[list, jax.NamedSharding]:
+    """The devices (default: the local ones, in pmap's order) and a leading axis over them."""
     devices = list(devices or jax.local_devices())
     mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,))
-    sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
+    return devices, jax.NamedSharding(mesh, jax.P(_AXIS))
+
+
+def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
+    """Each leaf as an array of shape (n_devices, *leaf.shape), one copy per device."""
+    devices, sharding = _device_axis(devices)
 
     def one(x: Any) -> jax.Array:
         if _is_key(x):  # typed PRNG keys: replicate their data, wrap again
@@ -43,9 +48,7 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
 
 def shard(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
     """Slice i of each host leaf's leading axis on devices[i], as pmap takes its inputs."""
-    devices = list(devices or jax.local_devices())
-    mesh = jax.sharding.Mesh(np.array(devices), (_AXIS,))
-    sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
+    _, sharding = _device_axis(devices)
     return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), sharding), tree)
 
 
