@@ -365,7 +365,7 @@ def test_tau_sweep_is_logged_in_percent(source, tmp_path, caplog):
 
 def test_report_reads_decoupled_runs(tau_norm_run, tmp_path):
     workdir, result = tau_norm_run
-    rep = report.make_report([workdir], tmp_path / "report")
+    rep = report.make_report([workdir], tmp_path / "report", figures=False)
     (run_summary,) = rep.summary["runs"]
     assert result.tau in decouple_config.TAU_GRID  # one decimal: shown as e.g. 'τ=0.8', 'τ=1.0'
     assert run_summary["method"] == f"CE + τ-norm (τ={result.tau:.1f})"

@@ -221,17 +221,25 @@ def test_per_class_table_ordered_by_training_count(made):
 
 def test_long_per_class_table_goes_to_linked_file(runs, tmp_path):
     _, dirs, info = runs
-    report.make_report(dirs[:1], tmp_path, max_inline_classes=3)
+    report.make_report(dirs[:1], tmp_path, max_inline_classes=3, figures=False)
     md = (tmp_path / "summary.md").read_text()
     assert "](per_class_ce_s0.md)" in md
     rows = _table((tmp_path / "per_class_ce_s0.md").read_text())
     assert [int(r["Train count"]) for r in rows] == [500, 30, 30, 5]
 
 
-def test_problems_named_in_markdown_and_stderr(runs, tmp_path, capsys):
+def test_problems_named_in_markdown_and_stderr(runs, made, tmp_path, capsys):
     _, dirs, _ = runs
-    assert report.main([str(d) for d in dirs] + ["--out", str(tmp_path), "--dpi", "20"]) == 0
-    problems = _section((tmp_path / "summary.md").read_text(), "Problems")
+    assert report.main([str(d) for d in dirs] + ["--out", str(tmp_path), "--no-figures"]) == 0
+    md = (tmp_path / "summary.md").read_text()
+    # --no-figures: the full report's tables (`made`: the same runs), no figure, no PDF
+    full = (made[0] / "summary.md").read_text()
+    for title in ("Results", "Per-class accuracy", "Problems"):
+        assert _section(md, title) == _section(full, title), title
+    assert "## Figures" in full and "## Figures" not in md
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.pdf"))
+    assert json.loads((tmp_path / "summary.json").read_text())["figures"] == []
+    problems = _section(md, "Problems")
     lines = problems.strip().splitlines()
     assert any(ln.startswith("- **broken**:") and "final" in ln for ln in lines)
     assert any(ln.startswith("- **broken**:") and "line 7" in ln for ln in lines)  # truncated
@@ -634,7 +642,8 @@ def test_crowded_class_ticks_are_rotated_not_overlapping(made):
     report_plots.plt.close(fig)
 
 
-@pytest.mark.parametrize("width, inches", [("single", 3.3), ("double", 6.9), ("5", 5.0)])
+# 'single' is the 300-dpi test below (the CLI's path): every figure 990 pixels wide
+@pytest.mark.parametrize("width, inches", [("double", 6.9), ("5", 5.0)])
 def test_width_option_sets_every_figure_width(runs, tmp_path, width, inches):
     _, dirs, _ = runs
     report.make_report(dirs[:3], tmp_path, width=width, dpi=40)
@@ -649,7 +658,12 @@ def test_width_option_sets_every_figure_width(runs, tmp_path, width, inches):
 def test_width_flag_prints_at_300_dpi(runs, tmp_path):
     _, dirs, _ = runs
     assert report.main([str(dirs[2]), "--out", str(tmp_path), "--width", "single"]) == 0
-    assert _png_size(tmp_path / "schedules.png")[0] == round(3.3 * report.PAPER_DPI) == 990
+    pngs = list(tmp_path.glob("*.png"))
+    assert "schedules.png" in {p.name for p in pngs}
+    for png in pngs:
+        w, h = _png_size(png)
+        assert w == round(3.3 * report.PAPER_DPI) == 990, png.name
+        assert h > 1.5 * report.PAPER_DPI, png.name  # each figure its own height
 
 
 def test_width_and_figsize_exclude_each_other(runs, tmp_path, capsys):

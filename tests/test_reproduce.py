@@ -19,7 +19,9 @@ TABLE2 = ["ce", "fbl", "la", "balanced_softmax", "fbl_paper_form", "ce_tau_norm"
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
     only = ",".join(f"digits_lt_if10_{s}" for s in ONLY)
-    assert cli.main(["--plan", "tiny", "--out", str(out), "--tables", "2", "--only", only]) == 0
+    # tables only: the report's figures are tests/test_report.py's
+    args = ["--plan", "tiny", "--out", str(out), "--tables", "2", "--only", only, "--no-figures"]
+    assert cli.main(args) == 0
     return out
 
 
@@ -42,6 +44,7 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
 def test_a_budget_stop_and_a_rerun_end_like_one_call(tiny, tmp_path):
     stage = "digits_lt_if10_table2_paper_form"
     args = ["--plan", "tiny", "--out", str(tmp_path), "--tables", "2", "--only", stage]
+    args.append("--no-figures")
     assert cli.main([*args, "--budget", "1s"]) == 0  # SIGTERM at once: a checkpoint, a stop
     state = json.loads((tmp_path / "stages.json").read_text())
     assert state[stage]["status"] == "stopped"

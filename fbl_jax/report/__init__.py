@@ -106,6 +106,7 @@ def make_report(
     width: float | str | None = None,
     max_inline_classes: int = DEFAULT_MAX_INLINE_CLASSES,
     ignore_keys: Sequence[str] = DEFAULT_IGNORE_KEYS,
+    figures: bool = True,
 ) -> Report:
     """Read the runs and write summary.md, summary.json, per-class files and the figures.
 
@@ -115,6 +116,8 @@ def make_report(
     ('single' = 3.3 in, 'double' = 6.9 in, or inches), that wide with the height each needs;
     `dpi` defaults to DEFAULT_DPI, or PAPER_DPI with a width. Raises NoReadableRunError if no
     run was read, ValueError for a bad argument, OSError if `out_dir` cannot be written.
+    `figures=False` writes the tables only: drawing takes most of a report's time (about a
+    second a figure), too long for a look at runs in progress.
     """
     if dpi is None:
         dpi = DEFAULT_DPI if width is None else PAPER_DPI
@@ -141,25 +144,25 @@ def make_report(
                 )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from fbl_jax.report import (
-        plots as report_plots,
-    )  # matplotlib only when there is something to plot
-
     settings = aggregate_settings(runs, ignore_keys)
     for s in settings:
         seeds = [x for x in s["seeds"] if x is not None]
         if len(set(map(str, seeds))) != len(seeds):
             problems.append((", ".join(s["runs"]), f"same seed used twice in one setting: {seeds}"))
-    figures = report_plots.plot_all(
-        runs,
-        out,
-        classes=classes,
-        dpi=dpi,
-        figsize=None if figsize is None else tuple(figsize),
-        width=None if width is None else column_width(width),
-    )
-    pdfs = [p.with_suffix(".pdf") for p in figures]
-    files = figures + pdfs
+    drawn: list[pathlib.Path] = []
+    if figures:
+        from fbl_jax.report import plots as report_plots  # matplotlib only when drawing
+
+        drawn = report_plots.plot_all(
+            runs,
+            out,
+            classes=classes,
+            dpi=dpi,
+            figsize=None if figsize is None else tuple(figsize),
+            width=None if width is None else column_width(width),
+        )
+    pdfs = [p.with_suffix(".pdf") for p in drawn]
+    files = drawn + pdfs
 
     md = [
         "# fbl-jax report",
@@ -177,8 +180,9 @@ def make_report(
         lines, written = per_class_section(run, out, max_inline_classes)
         md += lines
         files += written
-    md += ["## Figures", "", "Each figure is also a PDF of the same name, for papers.", ""]
-    md += [f"![{p.stem}]({p.name}) ([PDF]({p.stem}.pdf))" for p in figures] + [""]
+    if figures:
+        md += ["## Figures", "", "Each figure is also a PDF of the same name, for papers.", ""]
+        md += [f"![{p.stem}]({p.name}) ([PDF]({p.stem}.pdf))" for p in drawn] + [""]
     md += ["## Problems", ""]
     md += [f"- **{run}**: {msg}" for run, msg in problems] or ["None."]
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -188,7 +192,7 @@ def make_report(
         "settings": settings,
         "runs": [run_summary(r) for r in runs],
         "problems": [{"run": r, "message": m} for r, m in problems],
-        "figures": [p.name for p in figures],
+        "figures": [p.name for p in drawn],
         "figures_pdf": [p.name for p in pdfs],
     }
     (out / "summary.json").write_text(
@@ -286,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="config key (dotted) that does not define a setting; repeatable "
         f"(default: {', '.join(DEFAULT_IGNORE_KEYS)})",
     )
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="tables only (summary.md, summary.json, per-class files): in about a second, "
+        "for a look at runs in progress",
+    )
     return p
 
 
@@ -315,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             width=args.width,
             max_inline_classes=args.max_inline_classes,
             ignore_keys=ignore,
+            figures=args.figures,
         )
     except NoReadableRunError as e:
         for run, msg in e.problems:

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="", help="stop (resumably) after this long: 15m, 2h, 900")
     p.add_argument("--only", default="", help="comma-separated stage names (see --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, exit")
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="the report's tables only (figures take most of its time); a later call without "
+        "it draws them",
+    )
     return p
 
 
@@ -186,7 +193,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if run_dirs:
         from fbl_jax.report import make_report
 
-        make_report(run_dirs, report_dir)
+        make_report(run_dirs, report_dir, figures=args.figures)
     path = compare.write(compare.collect(stages, lambda s: stage_runs(s, out)), report_dir)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
     if done < len(stages):
