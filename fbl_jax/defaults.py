@@ -17,8 +17,6 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from fbl_jax.models.layers import BN_IMPLS
-
 
 class ConfigError(ValueError):
     """A config field is unknown or impossible; the message names the field and the fix."""
@@ -189,6 +187,7 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
     from fbl_jax.data.samplers import SAMPLER_NAMES
     from fbl_jax.models import MODEL_NAMES
     from fbl_jax.models.heads import HEAD_NAMES
+    from fbl_jax.models.layers import BN_IMPLS
     from fbl_jax.train import optimizer as optim
 
     return {

@@ -2,7 +2,9 @@
 
 import logging
 import pathlib
+from typing import Any
 
+import flax
 import numpy as np
 import pytest
 
@@ -84,3 +86,42 @@ def test_relative_workdir_saves_latest_and_best(tmp_path, monkeypatch):
     assert int(best["step"]) == 5 and best_meta["step"] == 5
     assert (tmp_path / "runs" / "demo" / "best").is_dir()
     ck.close()
+
+
+@flax.struct.dataclass
+class RunState:  # the part of a TrainState the program's restore reads: .step, and leaves
+    step: Any
+    params: Any
+
+
+def run_state(value: float) -> RunState:
+    return RunState(**make_state(value))
+
+
+@pytest.mark.parametrize(
+    "saved, want",
+    [([[15, 30], [15]], 15), ([[15], []], 0), ([[15, 30], [15, 30]], 30)],
+    ids=["a_round_ahead", "one_run_never_saved", "in_step"],
+)
+def test_a_sweep_program_resumes_at_the_round_every_run_saved(tmp_path, saved, want):
+    """A kill between two runs' saves of one round leaves run 0 a round ahead: every run resumes
+    at the newest step all of them saved; a run with no checkpoint sends every run to step 0."""
+    for r, steps in enumerate(saved):
+        ck = checkpointing.Checkpoints(tmp_path / f"run{r}", keep=3)
+        for s in steps:
+            ck.save(run_state(s), {**IDENTITY, "step": s, "note": f"at {s}"})
+        ck.close()
+    ckpts = [checkpointing.Checkpoints(tmp_path / f"run{r}", keep=3) for r in range(len(saved))]
+    fresh = run_state(-1).replace(step=np.int32(0))  # a new run's state: step 0, own weights
+    states = [fresh for _ in saved]
+    step, metas = checkpointing.restore_together(ckpts, states, IDENTITY)
+    assert step == want
+    for state, meta in zip(states, metas):
+        assert int(state.step) == want
+        w = want if want else -1  # step 0: every run starts afresh from its own state
+        np.testing.assert_array_equal(state.params["w"], np.full((4, 2), w))
+        assert (meta is None) == (want == 0)
+        if meta is not None:
+            assert meta["note"] == f"at {want}"
+    for ck in ckpts:
+        ck.close()

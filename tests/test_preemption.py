@@ -10,7 +10,7 @@ import logging
 import signal
 
 import pytest
-from train_helpers import REPO, read_records, tiny_config
+from train_helpers import REPO, TINY, read_records, tiny_config
 
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import train_and_evaluate
@@ -111,12 +111,10 @@ def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
     )
     kc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kc)
-    result = kc.campaign(  # one step per compiled call, as the tests' tiny runs
-        tmp_path,
-        kills=2,
-        targets=("latest_tmp", "after_checkpoint"),
-        num_epochs=3,
-        steps_per_call=1,
+    # the tests' tiny run as it is (4 devices): its programs are in the suite's compilation
+    # cache, so the campaign's processes load them instead of compiling their own
+    result = kc.campaign(
+        tmp_path, kills=2, targets=("latest_tmp", "after_checkpoint"), devices=4, **TINY
     )
     assert kc.passed(result), json.dumps(result, indent=1)
     assert result["kills"] == 2
