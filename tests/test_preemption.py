@@ -1,16 +1,31 @@
-"""SIGTERM at checkpoint boundaries, a finished run rerun, and a short kill -9 campaign.
+"""SIGTERM at checkpoint boundaries and mid-run through the CLI, a finished run rerun, and a
+short kill -9 campaign.
 
-The reference is one uninterrupted run; every interrupted-then-resumed run must end with the
-same final record (bit-exact resume makes the metrics equal, not just close).
+The reference is one uninterrupted run (the tests' tiny run); every interrupted-then-resumed
+run must end with the same final record and parameters (bit-exact resume makes the metrics
+equal, not just close).
 """
 
 import importlib.util
 import json
 import logging
 import signal
+import subprocess
+import time
 
+import jax
+import numpy as np
 import pytest
-from train_helpers import REPO, TINY, read_records, tiny_config
+from train_helpers import (
+    REPO,
+    TINY,
+    assert_trees_equal,
+    cli_args,
+    final_params,
+    read_records,
+    subprocess_env,
+    tiny_config,
+)
 
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import train_and_evaluate
@@ -103,7 +118,7 @@ def test_speed_window_counts_only_its_own_steps(monkeypatch):
     assert window.rate(16, 64) == pytest.approx(2 * 64 / 1.0)  # t = 103
 
 
-def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
+def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path, reference):
     """The short version of benchmarks/kill_campaign.py: kill -9 inside orbax's temporary
     folder of an epoch checkpoint and right after one lands, restart, the same final record."""
     spec = importlib.util.spec_from_file_location(
@@ -111,11 +126,66 @@ def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path):
     )
     kc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kc)
-    # the tests' tiny run as it is (4 devices): its programs are in the suite's compilation
-    # cache, so the campaign's processes load them instead of compiling their own
+    # the tests' tiny run as it is (4 devices): the campaign's processes load its compiled
+    # programs from the suite's cache, and the module's reference run is the campaign's
+    ref_dir, ref_final = reference
+    _, params = final_params(ref_dir)
+    checksum = sum(float(np.sum(x, dtype=np.float64)) for x in jax.tree_util.tree_leaves(params))
+    ref = {"final": ref_final, "checksum": f"{checksum:.12e}", "seconds": 60.0}
     result = kc.campaign(
-        tmp_path, kills=2, targets=("latest_tmp", "after_checkpoint"), devices=4, **TINY
+        tmp_path,
+        kills=2,
+        targets=("latest_tmp", "after_checkpoint"),
+        devices=4,
+        reference=ref,
+        **TINY,
     )
     assert kc.passed(result), json.dumps(result, indent=1)
     assert result["kills"] == 2
     assert result["final_equal"] and result["checksum_equal"]
+
+
+def _wait_for(predicate, proc, timeout=240.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended early with {proc.returncode}: {proc.stdout.read()}"
+            )
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out waiting")
+
+
+def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference):
+    """SIGTERM mid-epoch to fbl-train (exit 143, a checkpoint where it stopped), the same command
+    again: the uninterrupted run's parameters, exactly. The processes load the tiny run's
+    compiled programs from the suite's cache."""
+    env = subprocess_env()
+    ref_step, ref_params = final_params(reference[0])
+    assert ref_step == 2 * STEPS_PER_EPOCH
+    termed = tmp_path / "termed"
+    proc = subprocess.Popen(
+        cli_args(termed, log_every_steps=1),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(lambda: (termed / "metrics.jsonl").exists(), proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out[-2000:]
+    assert "SIGTERM: checkpoint written at step" in out
+    stopped_at, _ = final_params(termed)
+    assert 0 < stopped_at < ref_step
+    subprocess.run(
+        cli_args(termed, log_every_steps=1),
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert_trees_equal(final_params(termed)[1], ref_params)
