@@ -22,6 +22,9 @@ def get_config():
     c.eval_every_epochs = 5
     c.checkpoint_every_epochs = 5
     c.log_every_steps = 20
+    # One compiled train step: the CPU default of 4 unrolled steps takes ~3x as long to compile
+    # as one and a 450-step run never wins it back (BENCHMARKS.md, "The demo's start").
+    c.steps_per_call = 1
     c.model.name = "resnet20"
     c.loss.name = "fbl"
     c.loss.fbl_form = "authors_code"
