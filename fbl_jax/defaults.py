@@ -428,7 +428,14 @@ def check_optimizer_numbers(opt: Any, num_epochs: int, where: str = "config.opti
 
 
 def check_data_paths(data: Any) -> None:
-    """The data root a source reads must be given and exist (before any work directory)."""
+    """The data root a source reads must be given and exist (before any work directory); a root
+    given to a source that reads none is a mistake to name, not a setting to ignore."""
+    if data.source not in ("image_folder", "split_list") and data.get("root", None):
+        raise ConfigError(
+            f"config.data.root={data.root!r} is set but data.source={data.source!r} reads no "
+            "data root: drop --config.data.root, or start from a config of a dataset on disk "
+            "(e.g. --config=configs/cifar10_lt.py)"
+        )
     if data.source in ("image_folder", "split_list"):
         root = data.get("root", None)
         if not root:

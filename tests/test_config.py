@@ -5,7 +5,13 @@ import pathlib
 import ml_collections
 import pytest
 
-from fbl_jax.defaults import ConfigError, config_from_file, get_default_config, validate_config
+from fbl_jax.defaults import (
+    ConfigError,
+    check_data_paths,
+    config_from_file,
+    get_default_config,
+    validate_config,
+)
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -186,3 +192,12 @@ def test_numbers_where_booleans_belong(field):
         validate_config(ml_collections.ConfigDict(fields))
     node[leaf] = False
     validate_config(ml_collections.ConfigDict(fields))
+
+
+def test_a_data_root_for_a_source_that_reads_none_is_named():
+    """The demo's digits come with the package: a data root there is a mistake, not ignored."""
+    config = config_from_file(CONFIGS / "demo.py")
+    check_data_paths(config.data)
+    config.data.root = "/data/cifar10-lossless"
+    with pytest.raises(ConfigError, match="data.root='/data/cifar10-lossless'.*synthetic_digits"):
+        check_data_paths(config.data)
