@@ -41,13 +41,28 @@ def test_impossible_steps_per_call_is_an_error(value, pipeline, match):
         defaults.validate_config(config)
 
 
-def test_scanned_steps_give_the_one_step_result(tmp_path):
-    """15 steps per epoch, 3 per call, logging every 5: calls of 3 and leftover single steps."""
-    params = {}
-    for k in (1, 3):
-        train_and_evaluate(tiny_config(steps_per_call=k), tmp_path / f"k{k}")
-        params[k] = final_params(tmp_path / f"k{k}")
-    leaves1, leaves3 = (jax.tree_util.tree_leaves(params[k]) for k in (1, 3))
+# One epoch at lr 0.01: XLA compiles a looped step differently (~1e-7 apart after 5 steps), and
+# at lr 0.1 this tiny net amplifies that ~x10 a step from step 9 (measured).
+SHORT = {"num_epochs": 1, "optimizer.learning_rate": 0.01}
+
+
+def _run(workdir, k):
+    train_and_evaluate(tiny_config(steps_per_call=k, **SHORT), workdir)
+    records = [r for r in read_records(workdir) if r["type"] == "train"]
+    return final_params(workdir), records
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    """The reference both multi-step runs must end like: one step per call."""
+    return _run(tmp_path_factory.mktemp("k1"), 1)
+
+
+def test_scanned_steps_give_the_one_step_result(tmp_path, one_step_run):
+    """15 steps, 3 per call, logging every 5: calls of 3 and leftover single steps."""
+    (_, params1), _ = one_step_run
+    (_, params3), _ = _run(tmp_path / "k3", 3)
+    leaves1, leaves3 = (jax.tree_util.tree_leaves(p) for p in (params1, params3))
     assert len(leaves1) == len(leaves3) > 0
     for a, b in zip(leaves1, leaves3):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -94,20 +109,13 @@ def test_loop_steps_reduce_like_the_steps_they_run():
             assert int(m["step"][0]) == start + n - 1
 
 
-def test_loop_mode_run_gives_the_one_step_result(tmp_path):
+def test_loop_mode_run_gives_the_one_step_result(tmp_path, one_step_run):
     """steps_per_call=-1 (the accelerators' default): same parameters and train records."""
-    params, records = {}, {}
-    for k in (1, -1):
-        workdir = tmp_path / f"k{k}"
-        config = tiny_config(steps_per_call=k, num_epochs=1, **{"optimizer.learning_rate": 0.01})
-        train_and_evaluate(config, workdir)
-        params[k] = final_params(workdir)
-        records[k] = [r for r in read_records(workdir) if r["type"] == "train"]
-    # XLA compiles the looped step differently: ~1e-7 apart after 5 steps; at lr 0.1 this tiny
-    # net amplifies that ~x10 a step from step 9 (measured), so the comparison runs at lr 0.01
-    for a, b in zip(*(jax.tree_util.tree_leaves(params[k]) for k in (1, -1))):
+    (_, params1), records1 = one_step_run
+    (_, params_loop), records_loop = _run(tmp_path / "loop", -1)
+    for a, b in zip(*(jax.tree_util.tree_leaves(p) for p in (params1, params_loop))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert [r["step"] for r in records[1]] == [r["step"] for r in records[-1]] == [5, 10, 15]
-    for a, b in zip(records[1], records[-1]):
+    assert [r["step"] for r in records1] == [r["step"] for r in records_loop] == [5, 10, 15]
+    for a, b in zip(records1, records_loop):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["lr"] == pytest.approx(a["lr"], rel=1e-6)
