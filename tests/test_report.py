@@ -417,8 +417,9 @@ def _texts(fig):
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def figures(made):
+    """The report's figures at the default size, drawn once for the tests that read them."""
     _, rep, _ = made
     figs = {
         "over_epochs": report_plots.draw_feature_norm_over_epochs(rep.runs, None, (8, 5)),
