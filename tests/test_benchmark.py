@@ -123,7 +123,11 @@ def test_table_has_a_header_and_one_numeric_row_per_measurement(table_run):
     row = dict(zip(cells[0], rows[0]))
     result = out["results"][0]
     assert row["model"] == "resnet8" and row["batch"] == "8" and row["image"] == "16"
-    assert row["devices"] == "4" and row["what"] == f"train x{defaults.CPU_STEPS_PER_CALL}" and row["feed"] == "device"
+    assert (
+        row["devices"] == "4"
+        and row["what"] == f"train x{defaults.CPU_STEPS_PER_CALL}"
+        and row["feed"] == "device"
+    )
     assert row["backend"] == f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
     # K steps per call: 8K images per call, ms/step is 1/K of a call at the median rate
     per_call = [8 * defaults.CPU_STEPS_PER_CALL / s for s in result["call_seconds"]]
