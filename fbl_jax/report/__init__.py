@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-figures",
         dest="figures",
         action="store_false",
-        help="tables only (summary.md, summary.json, per-class files): in about a second, "
-        "for a look at runs in progress",
+        help="tables only (summary.md, summary.json, per-class files): seconds, not a second "
+        "per figure; for a look at runs in progress",
     )
     return p
 
