@@ -430,25 +430,27 @@ def check_optimizer_numbers(opt: Any, num_epochs: int, where: str = "config.opti
 def check_data_paths(data: Any) -> None:
     """The data root a source reads must be given and exist (before any work directory); a root
     given to a source that reads none is a mistake to name, not a setting to ignore."""
-    if data.source not in ("image_folder", "split_list") and data.get("root", None):
+    root = data.get("root", None)
+    reads_root = data.source in ("image_folder", "split_list")
+    if root and not reads_root:
         raise ConfigError(
-            f"config.data.root={data.root!r} is set but data.source={data.source!r} reads no "
+            f"config.data.root={root!r} is set but data.source={data.source!r} reads no "
             "data root: drop --config.data.root, or start from a config of a dataset on disk "
             "(e.g. --config=configs/cifar10_lt.py)"
         )
-    if data.source in ("image_folder", "split_list"):
-        root = data.get("root", None)
-        if not root:
-            raise ConfigError(
-                f"config.data.root is not set (data.source={data.source!r}): pass "
-                "--config.data.root=DIR, a folder with train/ and test/ of <class>/ image "
-                "folders (e.g. the lossless CIFAR copy), or see the config's docstring"
-            )
-        if not pathlib.Path(root).is_dir():
-            raise ConfigError(
-                f"config.data.root={root!r} is not a directory: pass --config.data.root=DIR "
-                "with the dataset's train/ and test/ folders"
-            )
+    if not reads_root:
+        return
+    if not root:
+        raise ConfigError(
+            f"config.data.root is not set (data.source={data.source!r}): pass "
+            "--config.data.root=DIR, a folder with train/ and test/ of <class>/ image "
+            "folders (e.g. the lossless CIFAR copy), or see the config's docstring"
+        )
+    if not pathlib.Path(root).is_dir():
+        raise ConfigError(
+            f"config.data.root={root!r} is not a directory: pass --config.data.root=DIR "
+            "with the dataset's train/ and test/ folders"
+        )
 
 
 CPU_STEPS_PER_CALL = 4

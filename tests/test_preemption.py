@@ -13,8 +13,6 @@ import signal
 import subprocess
 import time
 
-import jax
-import numpy as np
 import pytest
 from train_helpers import (
     REPO,
@@ -29,6 +27,7 @@ from train_helpers import (
 
 from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import train_and_evaluate
+from fbl_jax.train.loop import parameter_checksum
 from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 from fbl_jax.train.timing import SpeedWindow
 
@@ -129,8 +128,8 @@ def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path, refer
     # the tests' tiny run as it is (4 devices): the campaign's processes load its compiled
     # programs from the suite's cache, and the module's reference run is the campaign's
     ref_dir, ref_final = reference
-    _, params = final_params(ref_dir)
-    checksum = sum(float(np.sum(x, dtype=np.float64)) for x in jax.tree_util.tree_leaves(params))
+    checksum = parameter_checksum(final_params(ref_dir)[1])
+    # seconds: the kill deadline for a target that never shows (1.5x), ample for 30 tiny steps
     ref = {"final": ref_final, "checksum": f"{checksum:.12e}", "seconds": 60.0}
     result = kc.campaign(
         tmp_path,
@@ -167,8 +166,9 @@ def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference
     ref_step, ref_params = final_params(reference[0])
     assert ref_step == 2 * STEPS_PER_EPOCH
     termed = tmp_path / "termed"
+    args = cli_args(termed, log_every_steps=1)
     proc = subprocess.Popen(
-        cli_args(termed, log_every_steps=1),
+        args,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -181,11 +181,5 @@ def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference
     assert "SIGTERM: checkpoint written at step" in out
     stopped_at, _ = final_params(termed)
     assert 0 < stopped_at < ref_step
-    subprocess.run(
-        cli_args(termed, log_every_steps=1),
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
     assert_trees_equal(final_params(termed)[1], ref_params)

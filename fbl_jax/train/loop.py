@@ -28,6 +28,12 @@ from fbl_jax.train.writers import MetricWriter, NonFiniteError, check_finite
 log = logging.getLogger("fbl_jax")
 
 
+def parameter_checksum(params: Any) -> float:
+    """The float64 sum of every parameter: the one number a run logs at its end, so a resumed
+    or multi-host run can be compared with the uninterrupted one by reading its log."""
+    return sum(float(np.sum(x, dtype=np.float64)) for x in jax.tree_util.tree_leaves(params))
+
+
 @dataclasses.dataclass
 class Run:
     """One run of a program, and what the loop keeps for it."""
@@ -283,10 +289,7 @@ class _Loop:
             params = self.runner.host_state(r).params
             if jax.process_count() > 1:
                 multihost_utils.assert_equal(params, "parameters differ across processes")
-            total = sum(
-                float(np.sum(x, dtype=np.float64)) for x in jax.tree_util.tree_leaves(params)
-            )
-            log.info("%sparameter checksum %.12e", who, total)
+            log.info("%sparameter checksum %.12e", who, parameter_checksum(params))
         last, best = final["last"] or {}, final["best_on_minival"] or {}
         log.info(
             "%sdone: test top-1 last %s, best-on-minival %s (step %s)%s",
