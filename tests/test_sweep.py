@@ -85,7 +85,6 @@ def test_programs_split_only_where_runs_cannot_share_one():
 # ----------------------------------------------------------------------------- the steps
 
 RUNS = [(0, {"name": "fbl"}), (1, {"name": "la", "la_tau": 1.0})]  # other seeds, other losses
-_SINGLE_CACHE: dict = {}
 
 
 def _single_run_params(config, seed, loss_kw, steps):
@@ -123,8 +122,11 @@ def _single_run_params(config, seed, loss_kw, steps):
     return replication.first_replica(p_state)
 
 
-@pytest.mark.parametrize("run_axis", ["vmap", "sequential"])
-def test_program_steps_on_four_devices_equal_single_runs_on_one(run_axis):
+def test_vmapped_program_steps_on_four_devices_equal_single_runs_on_one():
+    """The accelerators' run axis: two runs vmapped in one program. The CPU's sequential axis is
+    the bit-for-bit test below (a sweep's run is its fbl-train run), and 4 devices against 1 for
+    a plain run is tests/test_train.py's."""
+    run_axis = "vmap"
     steps = 3
     assert jax.device_count() == 4
     configs = [
@@ -143,10 +145,7 @@ def test_program_steps_on_four_devices_equal_single_runs_on_one(run_axis):
     assert [int(m["step"][0, -1]) for m in metrics] == [steps - 1] * len(RUNS)
     swept = [program.host_state(r) for r in range(len(RUNS))]
     for r, (seed, kw) in enumerate(RUNS):
-        key = (seed, tuple(sorted(kw.items())), steps)
-        if key not in _SINGLE_CACHE:  # the same references serve both runners
-            _SINGLE_CACHE[key] = _single_run_params(configs[0], seed, kw, steps)
-        single = _SINGLE_CACHE[key]
+        single = _single_run_params(configs[0], seed, kw, steps)
         for part in ("params", "batch_stats"):
             flat_s = flax.traverse_util.flatten_dict(getattr(single, part))
             flat_w = flax.traverse_util.flatten_dict(getattr(swept[r], part))
@@ -236,34 +235,6 @@ def test_sweep_runs_equal_their_single_runs_bit_for_bit(finished_sweep, tmp_path
     assert finals["seed=1,loss.name=fbl"] != final  # another loss is another run
 
 
-def test_killed_sweep_resumes_to_the_same_finals(tmp_path, monkeypatch, finished_sweep):
-    """A crash in the middle of a checkpoint round (run 0 saved step 30, the other not): the
-    restart resumes every run from the round before (step 15) and ends with the uninterrupted
-    finals. Which round is chosen in every case (none complete: step 0) is
-    tests/test_checkpointing.py's restore_together test."""
-    _, ref_finals = finished_sweep
-    kill_step = 30
-    original = checkpointing.Checkpoints.save
-    calls = {"n": 0}
-
-    def save(self, state, meta, best=False):
-        if int(meta["step"]) == kill_step and not best:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt("simulated kill")
-        original(self, state, meta, best=best)
-
-    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
-    with pytest.raises(KeyboardInterrupt):
-        train_sweep(tiny_config(), SETS, tmp_path)
-    monkeypatch.undo()
-    first = tmp_path / "seed=1,loss.name=fbl" / "checkpoints"
-    second = tmp_path / "seed=1,loss.name=la" / "checkpoints"
-    assert (first / str(kill_step)).is_dir() and not (second / str(kill_step)).exists()
-    finals = train_sweep(tiny_config(), SETS, tmp_path)
-    assert finals == ref_finals
-
-
 def test_another_sweep_in_the_same_workdir_is_an_error(finished_sweep):
     workdir, _ = finished_sweep
     with pytest.raises(ConfigError, match="another sweep"):
@@ -295,27 +266,50 @@ def test_a_diverging_run_stops_alone(tmp_path):
     assert any("stopped at step" in p for p in problems)
 
 
-def test_sigterm_stops_a_sweep_with_checkpoints_and_it_resumes(
+def test_a_preempted_then_killed_sweep_resumes_to_the_same_finals(
     tmp_path, monkeypatch, finished_sweep
 ):
+    """One sweep stopped twice, each time restarted by running it again, ends with the
+    uninterrupted finals:
+    1. SIGTERM right after the last run's epoch-1 save: the sweep stops with exit code 143 and
+       every run has its step-15 checkpoint;
+    2. a crash in the middle of the step-30 checkpoint round (the first run saved step 30, the
+       other not): the restart resumes every run from the round before (step 15).
+    Which round is chosen in every case (none complete: step 0) is tests/test_checkpointing.py's
+    restore_together test."""
     import signal
 
     from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 
     _, ref_finals = finished_sweep
+    first, last = (tmp_path / name / "checkpoints" for name in sorted(ref_finals))
+    assert last.parent.name == "seed=1,loss.name=la"
     original = checkpointing.Checkpoints.save
 
-    def save(self, state, meta, best=False):
+    def save_then_sigterm(self, state, meta, best=False):
         original(self, state, meta, best=best)
-        if int(meta["step"]) == 15 and not best and self.workdir.name == "seed=1,loss.name=la":
-            signal.raise_signal(signal.SIGTERM)  # right after the last run's epoch-1 save
+        if int(meta["step"]) == 15 and not best and self.workdir.name == last.parent.name:
+            signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save_then_sigterm)
     with pytest.raises(Preempted) as stopped:
         train_sweep(tiny_config(), SETS, tmp_path)
     assert stopped.value.code == PREEMPTED_EXIT_CODE
+    for ckpt_dir in (first, last):
+        assert sorted(int(p.name) for p in ckpt_dir.iterdir()) == [15], ckpt_dir
+
+    saves_at_30 = []
+
+    def save_then_crash(self, state, meta, best=False):
+        if int(meta["step"]) == 30 and not best:
+            saves_at_30.append(self.workdir.name)
+            if len(saves_at_30) == 2:
+                raise KeyboardInterrupt("simulated kill")
+        original(self, state, meta, best=best)
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_sweep(tiny_config(), SETS, tmp_path)
     monkeypatch.undo()
-    for name in ref_finals:
-        steps = sorted(int(p.name) for p in (tmp_path / name / "checkpoints").iterdir())
-        assert steps == [15], (name, steps)
+    assert (first / "30").is_dir() and not (last / "30").exists()
     assert train_sweep(tiny_config(), SETS, tmp_path) == ref_finals
