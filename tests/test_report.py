@@ -643,16 +643,23 @@ def test_crowded_class_ticks_are_rotated_not_overlapping(made):
     report_plots.plt.close(fig)
 
 
-# 'single' is the 300-dpi test below (the CLI's path): every figure 990 pixels wide
-@pytest.mark.parametrize("width, inches", [("double", 6.9), ("5", 5.0)])
-def test_width_option_sets_every_figure_width(runs, tmp_path, width, inches):
+def test_column_widths_in_inches():
+    assert report.column_width("single") == 3.3 and report.column_width("double") == 6.9
+    assert report.column_width("5") == report.column_width(5) == 5.0
+    for bad in ("triple", "0", "-2", "nan", "inf"):
+        with pytest.raises(ValueError, match="width must be 'single'"):
+            report.column_width(bad)
+
+
+# A named width is the 300-dpi test below (the CLI's path: every figure 990 pixels wide)
+def test_width_option_sets_every_figure_width(runs, tmp_path):
     _, dirs, _ = runs
-    report.make_report(dirs[:3], tmp_path, width=width, dpi=40)
+    report.make_report(dirs[:3], tmp_path, width="5", dpi=40)
     pngs = list(tmp_path.glob("*.png"))
     assert len(pngs) == 6
     for png in pngs:
         w, h = _png_size(png)
-        assert w == round(inches * 40), png.name
+        assert w == 5 * 40, png.name
         assert h > 1.5 * 40, png.name  # each figure its own height, none squeezed flat
 
 
