@@ -20,6 +20,10 @@ setup(
         "ml-collections>=1.1.0",
         "absl-py>=2.1",
         "numpy>=1.26",
+        # JAX's dtype package. 0.7.0's extension module takes 1.35 s to initialise (0.6.0:
+        # 0.01 s; 2-core AMD EPYC, numpy 2.2 and 2.4), paid by every process that imports JAX:
+        # each fbl-train start, each one-line config error, each test subprocess.
+        "ml_dtypes>=0.5.0,!=0.7.0",
         "pillow>=10.0",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
