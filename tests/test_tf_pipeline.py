@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-tf = pytest.importorskip("tensorflow")
+tf = aug = tp = None  # TensorFlow and the modules on it, imported by the fixture below
 
-from fbl_jax.data import tf_augment as aug  # noqa: E402
-from fbl_jax.data import tf_pipeline as tp  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def _tensorflow():
+    """Import TensorFlow (~6 s) in the test process that runs this file, not in every process
+    that only collects it."""
+    global tf, aug, tp
+    tf = pytest.importorskip("tensorflow")
+    from fbl_jax.data import tf_augment as aug
+    from fbl_jax.data import tf_pipeline as tp
+
 
 N = 40
 SIZE = 24
