@@ -51,7 +51,10 @@ def command(workdir: pathlib.Path, **overrides: Any) -> list[str]:
 
 def environment(devices: int = 1) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # the caller's XLA flags (compiler options change the bits on some CPUs, so the reference and
+    # the killed runs must compile alike), with the host device count replaced
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONUNBUFFERED"] = "1"
     return env
