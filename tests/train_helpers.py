@@ -44,7 +44,10 @@ def cli_args(workdir, **extra) -> list[str]:
 
 def subprocess_env(devices: int = 4) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # the test process's flags (conftest.py), so that both share compiled programs, with the
+    # host device count replaced
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"
     return env
