@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+CPU_EXTRA = ["onednn-cpu-gomp==2023.2.0", "onednn-devel-cpu-gomp==2023.2.0"]
+
 setup(
     name="fbl-jax",
     version="0.1.0",
@@ -9,7 +11,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fbl_jax", "fbl_jax.*"]),
-    package_data={"fbl_jax.reproduce": ["paper_numbers.json"]},
+    package_data={
+        "fbl_jax.reproduce": ["paper_numbers.json"],
+        "fbl_jax.models": ["onednn/conv.cc"],
+    },
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10.2",
@@ -29,6 +34,10 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
+        # oneDNN's convolutions on the CPU backend (model.conv=auto picks them when installed):
+        # the train step ~1.4x faster on a 2-core AVX-512 EPYC (BENCHMARKS.md). Compiled on first
+        # use with the machine's C++ compiler; GNU OpenMP build (needs libgomp).
+        "cpu": CPU_EXTRA,
         # tf.data pipelines for the large datasets and tfds sources. The CIFAR path
         # (image folders, on-device pipeline) never imports TensorFlow.
         "tf": ["tensorflow-cpu>=2.21.0", "tensorflow-datasets>=4.9.10"],
@@ -36,11 +45,12 @@ setup(
             "tensorflow-cpu>=2.21.0",
             "tensorflow-datasets>=4.9.10",
             "scikit-learn>=1.5",
+            *CPU_EXTRA,
             "pytest>=8.0",
             "pytest-xdist>=3.5",
             "ruff>=0.17",
         ],
-        "demo": ["scikit-learn>=1.5"],
+        "demo": ["scikit-learn>=1.5", *CPU_EXTRA],
     },
     entry_points={
         "console_scripts": [

@@ -35,7 +35,7 @@ from fbl_jax.cli import cpu_flags, xla_cache
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
-from fbl_jax.models.layers import resolve_bn_impl
+from fbl_jax.models.layers import resolve_bn_impl, resolve_conv_impl
 from fbl_jax.train import optimizer as optim
 from fbl_jax.train import replication
 from fbl_jax.train import steps as train_steps
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-norm", default="auto", help="auto|flax|fused_grad (config.model.batch_norm)"
     )
+    p.add_argument("--conv", default="auto", help="auto|xla|onednn (config.model.conv)")
     p.add_argument("--loss", default="fbl", help=f"one of {losses.LOSS_NAMES}")
     p.add_argument("--fbl-form", default="authors_code", help=f"one of {losses.FBL_FORMS}")
     p.add_argument("--fbl-scale", type=float, default=60.0, help="A of the authors' code")
@@ -294,9 +295,11 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
     head = "cosine" if losses.loss_needs_cosine_head(args.loss) else "linear"
     dtype = jnp.bfloat16 if args.half_precision else jnp.float32
     bn_impl = resolve_bn_impl(args.batch_norm)
+    conv_impl = resolve_conv_impl(args.conv, dtype)[0]
     model = get_model(
-        args.model, c, head=head, dtype=dtype, bn_axis_name=train_steps.AXIS, bn_impl=bn_impl
-    )
+        args.model, c, head=head, dtype=dtype, bn_axis_name=train_steps.AXIS, bn_impl=bn_impl,
+        conv_impl=conv_impl,
+    )  # fmt: skip
     loss_fn = losses.make_loss(cfg.loss, counts, args.num_epochs)
     lr_schedule = optim.make_lr_schedule(cfg.optimizer, spe, args.num_epochs)
     variables = train_steps.init_variables(jax.random.key(args.seed, impl="rbg"), model, shape)
@@ -425,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "steps_per_call": args.steps_per_call,
         "half_precision": args.half_precision,
         "batch_norm": resolve_bn_impl(args.batch_norm),
+        "conv": resolve_conv_impl(args.conv, jnp.bfloat16 if args.half_precision else jnp.float32)[
+            0
+        ],
         "loss": args.loss,
         "num_images": args.num_images,
         "train_images_per_s": median_of("train"),

@@ -54,6 +54,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     # BatchNorm: "flax" (nn.BatchNorm), "fused_grad" (same values, closed-form backward; faster on
     # CPU) or "auto" (fused_grad on the CPU backend, flax elsewhere)
     c.model.batch_norm = "auto"
+    # Convolutions: "xla" (lax.conv), "onednn" (oneDNN's kernels through an XLA custom call; CPU,
+    # float32; `pip install 'fbl-jax[cpu]'`) or "auto" (onednn on the CPU backend when installed,
+    # xla elsewhere). Same parameters and checkpoints either way.
+    c.model.conv = "auto"
     c.model.freeze = ()  # top-level modules kept fixed, e.g. ("conv1", "bn1", "layer1", ...)
     c.model.pretrained = ""  # torchvision state dict (.pth/.npz/.safetensors)
     c.model.pretrained_skip_head = True
@@ -187,13 +191,14 @@ def choice_fields() -> dict[str, tuple[str, ...]]:
     from fbl_jax.data.samplers import SAMPLER_NAMES
     from fbl_jax.models import MODEL_NAMES
     from fbl_jax.models.heads import HEAD_NAMES
-    from fbl_jax.models.layers import BN_IMPLS
+    from fbl_jax.models.layers import BN_IMPLS, CONV_IMPLS
     from fbl_jax.train import optimizer as optim
 
     return {
         "model.name": MODEL_NAMES,
         "model.head": HEAD_NAMES,
         "model.batch_norm": ("auto", *BN_IMPLS),
+        "model.conv": ("auto", *CONV_IMPLS),
         "loss.name": losses.LOSS_NAMES,
         **{f"loss.{key}": choices for key, choices in losses.field_choices().items()},
         "optimizer.schedule": optim.SCHEDULES,

@@ -28,6 +28,12 @@ os.environ.setdefault(
     str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla_compile_cache"),
 )
 
+# The oneDNN convolution kernels (model.conv=auto on the CPU) built once per checkout, likewise.
+os.environ.setdefault(
+    "FBL_JAX_ONEDNN_CACHE",
+    str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "onednn"),
+)
+
 # Every program, however small, as the entry points cache them (fbl_jax/cli/xla_cache.py).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 

@@ -65,6 +65,7 @@ class BBNCifarResNet(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(
@@ -83,6 +84,7 @@ class BBNCifarResNet(nn.Module):
             bn_eps=self.bn_eps,
             bn_axis_name=self.bn_axis_name,
             bn_impl=self.bn_impl,
+            conv_impl=self.conv_impl,
         )
         w1, w2, w3 = self.widths
         stem = CifarStem(w1, name="stem", **bn_kw)

@@ -64,6 +64,7 @@ class CifarBasicBlock(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -79,9 +80,10 @@ class CifarBasicBlock(nn.Module):
             )
 
         init = kaiming_normal("fan_in")
-        y = conv(self.planes, 3, self.stride, dtype=self.dtype, kernel_init=init, name="conv1")(x)
+        kw = dict(dtype=self.dtype, kernel_init=init, impl=self.conv_impl)
+        y = conv(self.planes, 3, self.stride, name="conv1", **kw)(x)
         y = nn.relu(bn("bn1")(y))
-        y = conv(self.planes, 3, 1, dtype=self.dtype, kernel_init=init, name="conv2")(y)
+        y = conv(self.planes, 3, 1, name="conv2", **kw)(y)
         y = bn("bn2")(y)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.planes:
@@ -98,11 +100,18 @@ class CifarStem(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = conv(
-            self.features, 3, 1, dtype=self.dtype, kernel_init=kaiming_normal("fan_in"), name="conv"
+            self.features,
+            3,
+            1,
+            dtype=self.dtype,
+            kernel_init=kaiming_normal("fan_in"),
+            impl=self.conv_impl,
+            name="conv",
         )(x)
         x = batch_norm(
             train,
@@ -127,6 +136,7 @@ class CifarStage(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -139,6 +149,7 @@ class CifarStage(nn.Module):
                 bn_eps=self.bn_eps,
                 bn_axis_name=self.bn_axis_name,
                 bn_impl=self.bn_impl,
+                conv_impl=self.conv_impl,
                 name=f"block{i}",
             )(x, train)
         return x
@@ -149,7 +160,8 @@ class CifarResNet(nn.Module):
 
     ``bn_momentum`` is flax's convention (0.9 == PyTorch momentum 0.1). ``bn_axis_name`` turns on
     cross-device (synchronised) BatchNorm under ``pmap``; ``None`` keeps per-device statistics.
-    ``bn_impl`` picks the BatchNorm implementation (``layers.BN_IMPLS``).
+    ``bn_impl`` picks the BatchNorm implementation (``layers.BN_IMPLS``), ``conv_impl`` the
+    convolutions' (``layers.CONV_IMPLS``).
     """
 
     num_blocks: int
@@ -161,6 +173,7 @@ class CifarResNet(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
@@ -171,6 +184,7 @@ class CifarResNet(nn.Module):
             bn_eps=self.bn_eps,
             bn_axis_name=self.bn_axis_name,
             bn_impl=self.bn_impl,
+            conv_impl=self.conv_impl,
         )
         x = images.astype(self.dtype)
         x = CifarStem(self.widths[0], name="stem", **bn_kw)(x, train)

@@ -56,13 +56,22 @@ def conv(
     kernel_init: Initializer,
     name: str,
     padding: int | None = None,
+    impl: str = "xla",
 ) -> nn.Conv:
     """Bias-free conv with PyTorch's explicit symmetric padding (default ``kernel_size // 2``).
 
     'SAME' would pad (0, 1) for a stride-2 conv on an even input where PyTorch pads (1, 1), so the
-    padding is always given explicitly.
+    padding is always given explicitly. ``impl="onednn"`` runs it on oneDNN's kernels (CPU only,
+    ``models/onednn_conv.py``); the parameters are the same either way.
     """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown convolution implementation {impl!r}; valid: {CONV_IMPLS}")
     pad = kernel_size // 2 if padding is None else padding
+    kernels = {}
+    if impl == "onednn":
+        from fbl_jax.models import onednn_conv
+
+        kernels["conv_general_dilated"] = onednn_conv.conv_general_dilated
     return nn.Conv(
         features,
         (kernel_size, kernel_size),
@@ -73,7 +82,42 @@ def conv(
         param_dtype=jnp.float32,
         kernel_init=kernel_init,
         name=name,
+        **kernels,
     )
+
+
+CONV_IMPLS: tuple[str, ...] = ("xla", "onednn")
+
+
+def resolve_conv_impl(name: str, dtype: jnp.dtype = jnp.float32) -> tuple[str, str]:
+    """The convolutions to use and why (for the log).
+
+    ``"auto"``: oneDNN's on the CPU backend in float32 when it is installed and builds (2-3x
+    faster convolutions there, BENCHMARKS.md), XLA's otherwise. ``"onednn"`` where it cannot run
+    is an error that says why and what to do.
+    """
+    if name not in ("auto", *CONV_IMPLS):
+        raise ValueError(
+            f"unknown convolution implementation {name!r}; valid choices: {('auto', *CONV_IMPLS)}"
+        )
+    if name == "xla":
+        return "xla", "model.conv=xla"
+    backend, float32 = jax.default_backend(), jnp.dtype(dtype) == jnp.float32
+    if name == "auto" and (backend != "cpu" or not float32):
+        return "xla", f"model.conv=auto on the {backend} backend in {jnp.dtype(dtype).name}"
+    if backend != "cpu" or not float32:
+        raise ValueError(
+            f"model.conv=onednn runs float32 convolutions on the CPU backend only (here: "
+            f"{backend}, {jnp.dtype(dtype).name}); use model.conv=auto or xla"
+        )
+    from fbl_jax.models import onednn_conv
+
+    why_not = onednn_conv.available()
+    if why_not is None:
+        return "onednn", f"model.conv={name}"
+    if name == "onednn":
+        raise ValueError(f"model.conv=onednn: {why_not}")
+    return "xla", f"model.conv=auto, oneDNN unavailable: {why_not}"
 
 
 BN_IMPLS: tuple[str, ...] = ("flax", "fused_grad")

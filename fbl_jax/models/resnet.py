@@ -105,6 +105,7 @@ class _BlockBase(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
     zero_init_residual: bool = False
 
     def _bn(self, train: bool, name: str, last: bool = False) -> nn.BatchNorm:
@@ -122,7 +123,13 @@ class _BlockBase(nn.Module):
 
     def _conv(self, features: int, k: int, stride: int, name: str) -> nn.Conv:
         return conv(
-            features, k, stride, dtype=self.dtype, kernel_init=kaiming_normal("fan_out"), name=name
+            features,
+            k,
+            stride,
+            dtype=self.dtype,
+            kernel_init=kaiming_normal("fan_out"),
+            impl=self.conv_impl,
+            name=name,
         )
 
     def _shortcut(self, x: jax.Array, out_channels: int, train: bool) -> jax.Array:
@@ -177,6 +184,7 @@ class ResNet(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: str | None = None
     bn_impl: str = "flax"
+    conv_impl: str = "xla"
     stem_width: int = 64
 
     @nn.compact
@@ -191,6 +199,7 @@ class ResNet(nn.Module):
             bn_eps=self.bn_eps,
             bn_axis_name=self.bn_axis_name,
             bn_impl=self.bn_impl,
+            conv_impl=self.conv_impl,
         )
         x = images.astype(self.dtype)
         x = conv(
@@ -200,6 +209,7 @@ class ResNet(nn.Module):
             padding=3,
             dtype=self.dtype,
             kernel_init=kaiming_normal("fan_out"),
+            impl=self.conv_impl,
             name="conv1",
         )(x)
         x = batch_norm(

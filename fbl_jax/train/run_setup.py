@@ -18,7 +18,7 @@ import numpy as np
 from fbl_jax import defaults, losses
 from fbl_jax.data import build_datasets
 from fbl_jax.models import get_model
-from fbl_jax.models.layers import resolve_bn_impl
+from fbl_jax.models.layers import resolve_bn_impl, resolve_conv_impl
 from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
 from fbl_jax.train import optimizer, steps
 
@@ -41,14 +41,25 @@ def check_run_config(config: Any) -> None:
     defaults.check_data_paths(config.data)
     check_devices(config.batch_size)
     check_devices(config.eval_batch_size, "config.eval_batch_size")
+    try:
+        resolve_conv_impl(config.model.get("conv", "auto"), _compute_dtype(config))
+    except ValueError as e:
+        raise defaults.ConfigError(str(e)) from None
     if losses.loss_needs_cosine_head(config.loss.name) and config.model.head != "cosine":
         raise defaults.ConfigError(
             f"loss {config.loss.name!r} is defined on cosine logits: set config.model.head='cosine'"
         )
 
 
+def _compute_dtype(config: Any) -> Any:
+    return jnp.bfloat16 if config.half_precision else jnp.float32
+
+
 def build_model(config: Any, num_classes: int):
-    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+    dtype = _compute_dtype(config)
+    # runs saved before the option existed have no model.conv
+    conv_impl, why = resolve_conv_impl(config.model.get("conv", "auto"), dtype)
+    log.info("convolutions: %s (%s)", {"xla": "XLA's", "onednn": "oneDNN's"}[conv_impl], why)
     return get_model(
         config.model.name,
         num_classes,
@@ -57,6 +68,7 @@ def build_model(config: Any, num_classes: int):
         bn_axis_name=steps.AXIS,
         # runs saved before the option existed have no model.batch_norm
         bn_impl=resolve_bn_impl(config.model.get("batch_norm", "auto")),
+        conv_impl=conv_impl,
     )
 
 

@@ -1,0 +1,202 @@
+"""oneDNN convolutions for the CPU backend, as an XLA FFI custom call with a custom VJP.
+
+XLA's CPU backend runs convolutions on Eigen kernels; oneDNN's channels-last kernels (what
+PyTorch uses on the CPU) are 2-3x faster on AVX-512 CPUs, and convolutions are most of a CIFAR
+ResNet's train step (BENCHMARKS.md). ``conv_general_dilated`` has ``lax.conv_general_dilated``'s
+signature, so ``nn.Conv(..., conv_general_dilated=...)`` keeps flax's parameters (checkpoints are
+interchangeable with the XLA convolutions).
+
+The kernels are C++ (``onednn/conv.cc``), compiled on first use with the machine's C++ compiler
+against the ``onednn-cpu-gomp`` wheel (``pip install 'fbl-jax[cpu]'``) and jaxlib's FFI headers,
+and kept in ``~/.cache/fbl_jax/onednn`` (``FBL_JAX_ONEDNN_CACHE=DIR`` moves it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+SOURCE = pathlib.Path(__file__).with_name("onednn") / "conv.cc"
+TARGETS = {
+    "fbl_onednn_conv_forward": "FblOnednnConvForward",
+    "fbl_onednn_conv_backward_data": "FblOnednnConvBackwardData",
+    "fbl_onednn_conv_backward_weights": "FblOnednnConvBackwardWeights",
+}
+INSTALL_HINT = "pip install 'fbl-jax[cpu]' (oneDNN) and a C++ compiler, or set model.conv=xla"
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+class OnednnUnavailable(RuntimeError):
+    """oneDNN convolutions cannot be used here; the message says why and what to do."""
+
+
+def _onednn_prefix() -> pathlib.Path | None:
+    """Where the onednn wheel put include/ and lib/ (the environment's prefix, or the user's)."""
+    candidates = [os.environ.get("FBL_JAX_ONEDNN_ROOT"), sys.prefix, site.getuserbase()]
+    for root in filter(None, candidates):
+        root = pathlib.Path(root)
+        if (root / "include/oneapi/dnnl/dnnl.hpp").exists() and (root / "lib/libdnnl.so").exists():
+            return root
+    return None
+
+
+def _cache_dir() -> pathlib.Path:
+    default = pathlib.Path.home() / ".cache" / "fbl_jax" / "onednn"
+    return pathlib.Path(os.environ.get("FBL_JAX_ONEDNN_CACHE", default))
+
+
+def _build(prefix: pathlib.Path) -> pathlib.Path:
+    """Compile conv.cc once per (source, jaxlib, oneDNN prefix); returns the shared library."""
+    import jaxlib
+
+    flags = [
+        "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}",
+        f"-I{prefix / 'include'}", f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}",
+    ]  # fmt: skip
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + jaxlib.__version__.encode() + " ".join(flags).encode()
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"fbl_onednn_conv_{key}.so"
+    if target.exists():
+        return target
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        raise OnednnUnavailable(
+            f"oneDNN convolutions need a C++ compiler (none found); {INSTALL_HINT}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = pathlib.Path(tmp) / target.name
+        command = [compiler, str(SOURCE), "-o", str(out), *flags]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OnednnUnavailable(
+                f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
+            )
+        os.replace(out, target)  # atomic: processes building at once each land a whole file
+    return target
+
+
+def load() -> None:
+    """Build (first time) and register the FFI targets; raises OnednnUnavailable with the fix."""
+    with _lock:
+        if "error" in _state:
+            raise OnednnUnavailable(_state["error"])
+        if "library" in _state:
+            return
+        try:
+            prefix = _onednn_prefix()
+            if prefix is None:
+                raise OnednnUnavailable(f"oneDNN is not installed; {INSTALL_HINT}")
+            library = ctypes.CDLL(str(_build(prefix)))
+            for name, symbol in TARGETS.items():
+                capsule = jax.ffi.pycapsule(getattr(library, symbol))
+                jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+        except OnednnUnavailable as e:
+            _state["error"] = str(e)
+            raise
+        _state["library"] = library
+
+
+def available() -> str | None:
+    """None if oneDNN convolutions work here, else the reason (with the fix)."""
+    try:
+        load()
+    except OnednnUnavailable as e:
+        return str(e)
+    return None
+
+
+def _call(target: str, shape: tuple[int, ...], *args: jax.Array, stride: int, pad: int):
+    out = jax.ShapeDtypeStruct(shape, jnp.float32)
+    # a vmapped sweep's runs each call the kernel in turn (the CPU trains sweeps run by run)
+    call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
+    return call(*args, stride=np.int64(stride), pad=np.int64(pad))
+
+
+def _out_shape(x_shape, w_shape, stride: int, pad: int) -> tuple[int, int, int, int]:
+    n, h, w, _ = x_shape
+    kh, kw, _, o = w_shape
+    return (n, (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+    """NHWC x HWIO -> NHWC float32 convolution, `stride` and symmetric zero padding `pad`."""
+    return _call("fbl_onednn_conv_forward", _out_shape(x.shape, w.shape, stride, pad), x, w,
+                 stride=stride, pad=pad)  # fmt: skip
+
+
+def _conv2d_fwd(x, w, stride, pad):
+    return conv2d(x, w, stride, pad), (x, w)
+
+
+def _conv2d_bwd(stride, pad, residuals, dy):
+    x, w = residuals
+    dx = _call("fbl_onednn_conv_backward_data", x.shape, dy, w, stride=stride, pad=pad)
+    dw = _call("fbl_onednn_conv_backward_weights", w.shape, x, dy, stride=stride, pad=pad)
+    return dx, dw
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for the convolutions fbl-jax's models use, on oneDNN.
+
+    Anything else (dilation, groups, asymmetric padding, other layouts or dtypes) is an error
+    naming it, never a quiet change of kernel."""
+    strides = tuple(window_strides)
+    pads = [tuple(p) for p in padding] if not isinstance(padding, str) else padding
+    problems = []
+    if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+        problems.append(f"dtypes {lhs.dtype}/{rhs.dtype} (float32 only)")
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    given = dimension_numbers
+    if given is not None and not isinstance(given, lax.ConvDimensionNumbers):
+        given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, given)
+    if lhs.ndim != 4 or given != nhwc:
+        problems.append(f"layout {dimension_numbers} (NHWC/HWIO/NHWC only)")
+    if len(set(strides)) != 1:
+        problems.append(f"strides {strides} (equal strides only)")
+    if isinstance(pads, str) or len({p for pair in pads for p in pair}) != 1:
+        problems.append(f"padding {padding} (one symmetric padding only)")
+    for name, dilation in (("lhs_dilation", lhs_dilation), ("rhs_dilation", rhs_dilation)):
+        if dilation is not None and any(d != 1 for d in dilation):
+            problems.append(f"{name} {dilation}")
+    if feature_group_count != 1 or batch_group_count != 1:
+        problems.append("grouped convolution")
+    if problems:
+        raise ValueError(
+            "oneDNN convolution does not support " + ", ".join(problems) + "; set model.conv=xla"
+        )
+    load()
+    return conv2d(lhs, rhs, strides[0], pads[0][0])
