@@ -37,10 +37,12 @@ struct Plan {
   dnnl::primitive conv;
   memory::desc weights_user;    // HWIO as XLA holds it
   memory::desc weights_kernel;  // what the kernel reads or writes
-  memory::desc scratchpad;
   bool reorder = false;
   dnnl::reorder to_kernel;      // HWIO -> kernel layout (forward, input gradient)
   dnnl::reorder from_kernel;    // kernel layout -> HWIO (filter gradient)
+  // memory objects made once; each call points them at its buffers (calls hold the lock)
+  memory src, dst, wei_user, wei, scratch;
+  std::vector<char> weight_buffer, scratch_buffer;
 };
 
 dnnl::engine& Engine() {
@@ -53,7 +55,7 @@ std::mutex& Lock() {
   return mutex;
 }
 
-const Plan& GetPlan(const Key& key) {
+Plan& GetPlan(const Key& key) {
   static std::map<Key, std::unique_ptr<Plan>> plans;
   auto found = plans.find(key);
   if (found != plans.end()) return *found->second;
@@ -63,6 +65,7 @@ const Plan& GetPlan(const Key& key) {
   auto& eng = Engine();
   memory::desc src({n, c, h, w}, dt::f32, tag::nhwc);
   memory::desc dst({n, o, oh, ow}, dt::f32, tag::nhwc);
+  memory::desc scratchpad;
   memory::desc wei_user({o, c, kh, kw}, dt::f32, tag::hwio);
   memory::desc wei_any({o, c, kh, kw}, dt::f32, tag::any);
   memory::dims strides = {stride, stride}, padding = {pad, pad};
@@ -77,19 +80,19 @@ const Plan& GetPlan(const Key& key) {
   if (kind == kForward) {
     plan->conv = dnnl::convolution_forward(fwd);
     plan->weights_kernel = fwd.weights_desc();
-    plan->scratchpad = fwd.scratchpad_desc();
+    scratchpad = fwd.scratchpad_desc();
   } else if (kind == kBackwardData) {
     dnnl::convolution_backward_data::primitive_desc bwd(eng, algo, src, wei_any, dst, strides,
                                                         padding, padding, fwd, attr);
     plan->conv = dnnl::convolution_backward_data(bwd);
     plan->weights_kernel = bwd.weights_desc();
-    plan->scratchpad = bwd.scratchpad_desc();
+    scratchpad = bwd.scratchpad_desc();
   } else {
     dnnl::convolution_backward_weights::primitive_desc bwd(eng, algo, src, wei_any, dst,
                                                            strides, padding, padding, fwd, attr);
     plan->conv = dnnl::convolution_backward_weights(bwd);
     plan->weights_kernel = bwd.diff_weights_desc();
-    plan->scratchpad = bwd.scratchpad_desc();
+    scratchpad = bwd.scratchpad_desc();
   }
   plan->reorder = plan->weights_kernel != wei_user;
   if (plan->reorder) {
@@ -101,11 +104,23 @@ const Plan& GetPlan(const Key& key) {
           dnnl::reorder::primitive_desc(eng, wei_user, eng, plan->weights_kernel));
     }
   }
+  plan->src = memory(src, eng, DNNL_MEMORY_NONE);
+  plan->dst = memory(dst, eng, DNNL_MEMORY_NONE);
+  plan->wei_user = memory(wei_user, eng, DNNL_MEMORY_NONE);
+  if (plan->reorder) {
+    plan->weight_buffer.resize(plan->weights_kernel.get_size());
+    plan->wei = memory(plan->weights_kernel, eng, plan->weight_buffer.data());
+  } else {
+    plan->wei = plan->wei_user;
+  }
+  plan->scratch_buffer.resize(scratchpad.get_size() + 1);
+  plan->scratch = memory(scratchpad, eng, plan->scratch_buffer.data());
   return *(plans[key] = std::move(plan));
 }
 
-// Runs one convolution. `act` is the NHWC input (forward, filter gradient) or input gradient
-// (input gradient); `grad` the NHWC output or output gradient; `weights` HWIO.
+// Runs one convolution. `x` is the NHWC input (forward, filter gradient) or the input gradient
+// (input gradient), `y` the NHWC output or output gradient, `weights` the HWIO filter or its
+// gradient (filter gradient).
 ffi::Error Run(Kind kind, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
                float* x, float* weights, float* y, int64_t stride, int64_t pad) {
   if (x_dims.size() != 4 || w_dims.size() != 4) {
@@ -115,41 +130,29 @@ ffi::Error Run(Kind kind, ffi::Span<const int64_t> x_dims, ffi::Span<const int64
           w_dims[0], w_dims[1], w_dims[3], stride,    pad};
   std::lock_guard<std::mutex> guard(Lock());
   try {
-    const Plan& plan = GetPlan(key);
-    auto& eng = Engine();
-    dnnl::stream stream(eng);
-    auto [k, n, h, w, c, kh, kw, o, s, p] = key;
-    const int64_t oh = (h + 2 * p - kh) / s + 1;
-    const int64_t ow = (w + 2 * p - kw) / s + 1;
-    memory src(memory::desc({n, c, h, w}, dt::f32, tag::nhwc), eng, x);
-    memory dst(memory::desc({n, o, oh, ow}, dt::f32, tag::nhwc), eng, y);
-    memory wei_user(plan.weights_user, eng, weights);
-    memory wei = wei_user;
-    static thread_local std::vector<char> weight_buffer, scratch_buffer;
-    if (plan.reorder) {
-      weight_buffer.resize(plan.weights_kernel.get_size());
-      wei = memory(plan.weights_kernel, eng, weight_buffer.data());
-    }
-    scratch_buffer.resize(plan.scratchpad.get_size() + 1);
-    memory scratch(plan.scratchpad, eng, scratch_buffer.data());
+    Plan& plan = GetPlan(key);
+    static thread_local dnnl::stream stream(Engine());
+    plan.src.set_data_handle(x);
+    plan.dst.set_data_handle(y);
+    plan.wei_user.set_data_handle(weights);
     if (kind == kForward) {
-      if (plan.reorder) plan.to_kernel.execute(stream, wei_user, wei);
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_WEIGHTS, wei},
-                                 {DNNL_ARG_DST, dst},
-                                 {DNNL_ARG_SCRATCHPAD, scratch}});
+      if (plan.reorder) plan.to_kernel.execute(stream, plan.wei_user, plan.wei);
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, plan.src},
+                                 {DNNL_ARG_WEIGHTS, plan.wei},
+                                 {DNNL_ARG_DST, plan.dst},
+                                 {DNNL_ARG_SCRATCHPAD, plan.scratch}});
     } else if (kind == kBackwardData) {
-      if (plan.reorder) plan.to_kernel.execute(stream, wei_user, wei);
-      plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, dst},
-                                 {DNNL_ARG_WEIGHTS, wei},
-                                 {DNNL_ARG_DIFF_SRC, src},
-                                 {DNNL_ARG_SCRATCHPAD, scratch}});
+      if (plan.reorder) plan.to_kernel.execute(stream, plan.wei_user, plan.wei);
+      plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, plan.dst},
+                                 {DNNL_ARG_WEIGHTS, plan.wei},
+                                 {DNNL_ARG_DIFF_SRC, plan.src},
+                                 {DNNL_ARG_SCRATCHPAD, plan.scratch}});
     } else {
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_DIFF_DST, dst},
-                                 {DNNL_ARG_DIFF_WEIGHTS, wei},
-                                 {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (plan.reorder) plan.from_kernel.execute(stream, wei, wei_user);
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, plan.src},
+                                 {DNNL_ARG_DIFF_DST, plan.dst},
+                                 {DNNL_ARG_DIFF_WEIGHTS, plan.wei},
+                                 {DNNL_ARG_SCRATCHPAD, plan.scratch}});
+      if (plan.reorder) plan.from_kernel.execute(stream, plan.wei, plan.wei_user);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
