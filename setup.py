@@ -50,7 +50,7 @@ setup(
             "pytest-xdist>=3.5",
             "ruff>=0.17",
         ],
-        "demo": ["scikit-learn>=1.5", *CPU_EXTRA],
+        "demo": ["scikit-learn>=1.5"],
     },
     entry_points={
         "console_scripts": [
