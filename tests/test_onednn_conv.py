@@ -160,3 +160,16 @@ def test_a_config_asking_for_onednn_where_it_cannot_run_fails_before_any_work():
     config = tiny_config(**{"model.conv": "onednn", "half_precision": True})
     with pytest.raises(ConfigError, match="model.conv=onednn runs float32 convolutions"):
         check_run_config(config)
+
+
+def test_a_failed_build_or_a_broken_library_is_reported_with_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setattr(oc, "_state", {})
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    why = oc.available()
+    assert why.startswith("compiling conv.cc failed (false ")
+    assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    monkeypatch.setattr(oc, "_state", {})
+    monkeypatch.setattr(oc, "_build", lambda prefix: tmp_path / "broken.so")
+    (tmp_path / "broken.so").write_text("not a shared library")
+    assert "delete it to rebuild" in oc.available()

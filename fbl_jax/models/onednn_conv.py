@@ -104,7 +104,11 @@ def load() -> None:
             prefix = _onednn_prefix()
             if prefix is None:
                 raise OnednnUnavailable(f"oneDNN is not installed; {INSTALL_HINT}")
-            library = ctypes.CDLL(str(_build(prefix)))
+            path = _build(prefix)
+            try:
+                library = ctypes.CDLL(str(path))
+            except OSError as e:
+                raise OnednnUnavailable(f"cannot load {path} ({e}); delete it to rebuild") from e
             for name, symbol in TARGETS.items():
                 capsule = jax.ffi.pycapsule(getattr(library, symbol))
                 jax.ffi.register_ffi_target(name, capsule, platform="cpu")
