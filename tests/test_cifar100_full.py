@@ -26,13 +26,16 @@ def _extract(shared_dir: pathlib.Path, root: pathlib.Path, *parts: int) -> pathl
 
 
 @pytest.fixture(scope="module")
-def full_root(shared_dir, tmp_path_factory) -> pathlib.Path:
-    return _extract(shared_dir, tmp_path_factory.mktemp("c100_full"), 1, 2)
+def part1_root(shared_dir, tmp_path_factory) -> pathlib.Path:
+    return _extract(shared_dir, tmp_path_factory.mktemp("c100_part1"), 1)
 
 
 @pytest.fixture(scope="module")
-def part1_root(shared_dir, tmp_path_factory) -> pathlib.Path:
-    return _extract(shared_dir, tmp_path_factory.mktemp("c100_part1"), 1)
+def full_root(part1_root, shared_dir, tmp_path_factory) -> pathlib.Path:
+    """Part 1 (hard links to part1_root's files, not a second extraction) with part 2 added."""
+    root = tmp_path_factory.mktemp("c100_full")
+    subprocess.run(["cp", "-al", f"{part1_root}/.", str(root)], check=True)
+    return _extract(shared_dir, root, 2)
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def test_defaults_are_the_full_set_protocol():
     assert data.imbalance_factor == 100.0 and data.minival_per_class == 100
 
 
-def test_full_set_if100_subset_has_table1_counts(full_root, shared_dir, no_decode):
+def test_full_set_if100_subset_has_table1_counts(full_root, part1_root, no_decode):
     train = sources.list_image_folder(full_root, "train")
     np.testing.assert_array_equal(np.bincount(train.labels), [500] * 100)
     bundle = _build(full_root)
@@ -69,15 +72,10 @@ def test_full_set_if100_subset_has_table1_counts(full_root, shared_dir, no_decod
     np.testing.assert_array_equal(bundle.minival_counts, np.minimum(100, 500 - want))
     assert bundle.eval_sizes["test"] == 10_000
     # Drawn from the full set, part 2's images included: not the part-1 pool's subset.
-    listing = subprocess.run(
-        ["tar", "-tzf", str(shared_dir / "data/cifar100-lossless/cifar100-lossless-part2.tar.gz")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    part2 = {name.removeprefix("./") for name in listing if name.endswith(".webp")}
-    assert len(part2) == PART2_TRAIN_IMAGES
+    part1 = {p.relative_to(part1_root).as_posix() for p in part1_root.rglob("*.webp")}
     rel = [pathlib.Path(p).relative_to(full_root).as_posix() for p in train.paths]
+    part2 = set(rel) - part1
+    assert len(part2) == PART2_TRAIN_IMAGES
     chosen_from_part2 = sum(rel[i] in part2 for i in bundle.train_indices)
     assert 0 < chosen_from_part2 < 10_847
 

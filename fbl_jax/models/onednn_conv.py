@@ -14,6 +14,7 @@ and kept in ``~/.cache/fbl_jax/onednn`` (``FBL_JAX_ONEDNN_CACHE=DIR`` moves it).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import os
@@ -81,15 +82,20 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
             f"oneDNN convolutions need a C++ compiler (none found); {INSTALL_HINT}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = pathlib.Path(tmp) / target.name
-        command = [compiler, str(SOURCE), "-o", str(out), *flags]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise OnednnUnavailable(
-                f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
-            )
-        os.replace(out, target)  # atomic: processes building at once each land a whole file
+    # one build for processes starting together (test workers, several runs on one host)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            out = pathlib.Path(tmp) / target.name
+            command = [compiler, str(SOURCE), "-o", str(out), *flags]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise OnednnUnavailable(
+                    f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{done.stderr[-2000:]}"
+                )
+            os.replace(out, target)  # atomic: a reader never sees half a file
     return target
 
 
