@@ -106,6 +106,10 @@ def load() -> None:
             raise OnednnUnavailable(_state["error"])
         if "library" in _state:
             return
+        # oneDNN's OpenMP threads sleep between kernels instead of spinning on the cores XLA's
+        # own threads need next (ResNet-32 train step +5-18 % in three alternating rounds on a
+        # 2-core EPYC, BENCHMARKS.md); read when libgomp loads; a value the user set wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             prefix = _onednn_prefix()
             if prefix is None:
