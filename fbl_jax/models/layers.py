@@ -116,7 +116,7 @@ def resolve_conv_impl(name: str, dtype: jnp.dtype = jnp.float32) -> tuple[str, s
     if why_not is None:
         return "onednn", f"model.conv={name}"
     if name == "onednn":
-        raise ValueError(f"model.conv=onednn: {why_not}")
+        raise ValueError(f"model.conv=onednn: {why_not}; or set model.conv=auto or xla")
     return "xla", f"model.conv=auto, oneDNN unavailable: {why_not}"
 
 

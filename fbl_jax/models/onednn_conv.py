@@ -37,7 +37,7 @@ TARGETS = {
     "fbl_onednn_conv_backward_data": "FblOnednnConvBackwardData",
     "fbl_onednn_conv_backward_weights": "FblOnednnConvBackwardWeights",
 }
-INSTALL_HINT = "pip install 'fbl-jax[cpu]' (oneDNN) and a C++ compiler, or set model.conv=xla"
+INSTALL_HINT = "pip install 'fbl-jax[cpu]' (oneDNN) and a C++ compiler"
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
