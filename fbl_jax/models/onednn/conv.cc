@@ -182,26 +182,15 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
+// All three take two float32 buffers, return one, and read the stride and padding.
+#define FBL_CONV_BINDING                  \
+  ffi::Ffi::Bind()                        \
+      .Arg<ffi::Buffer<ffi::F32>>()       \
+      .Arg<ffi::Buffer<ffi::F32>>()       \
+      .Ret<ffi::Buffer<ffi::F32>>()       \
+      .Attr<int64_t>("stride")            \
+      .Attr<int64_t>("pad")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvBackwardData, BackwardData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvBackwardWeights, BackwardWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvForward, Forward, FBL_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvBackwardData, BackwardData, FBL_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FblOnednnConvBackwardWeights, BackwardWeights, FBL_CONV_BINDING);
