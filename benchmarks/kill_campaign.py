@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+from fbl_jax.cli.cpu_flags import with_host_devices
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.py"
 TINY = {
@@ -51,10 +53,8 @@ def command(workdir: pathlib.Path, **overrides: Any) -> list[str]:
 
 def environment(devices: int = 1) -> dict[str, str]:
     env = dict(os.environ)
-    # the caller's XLA flags (compiler options change the bits on some CPUs, so the reference and
-    # the killed runs must compile alike), with the host device count replaced
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+    # the caller's XLA flags: the reference and the killed runs must compile alike
+    env["XLA_FLAGS"] = with_host_devices(env.get("XLA_FLAGS", ""), devices)
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -293,12 +293,9 @@ def _measure(args, devices, stack: contextlib.ExitStack) -> list[dict[str, Any]]
     )  # fmt: skip
     spe = pipeline.steps_per_epoch
     head = "cosine" if losses.loss_needs_cosine_head(args.loss) else "linear"
-    dtype = jnp.bfloat16 if args.half_precision else jnp.float32
-    bn_impl = resolve_bn_impl(args.batch_norm)
-    conv_impl = resolve_conv_impl(args.conv, dtype)[0]
     model = get_model(
-        args.model, c, head=head, dtype=dtype, bn_axis_name=train_steps.AXIS, bn_impl=bn_impl,
-        conv_impl=conv_impl,
+        args.model, c, head=head, dtype=args.dtype, bn_axis_name=train_steps.AXIS,
+        bn_impl=args.batch_norm, conv_impl=args.conv,
     )  # fmt: skip
     loss_fn = losses.make_loss(cfg.loss, counts, args.num_epochs)
     lr_schedule = optim.make_lr_schedule(cfg.optimizer, spe, args.num_epochs)
@@ -405,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.eval_batch = args.eval_batch_size if args.eval_batch_size is not None else args.batch_size
     devices = validate_args(args)
     args.steps_per_call = resolve_steps_per_call(args)
+    args.dtype = jnp.bfloat16 if args.half_precision else jnp.float32
+    args.batch_norm = resolve_bn_impl(args.batch_norm)
+    args.conv = resolve_conv_impl(args.conv, args.dtype)[0]
     say(plan(args, devices))
     with contextlib.ExitStack() as stack:
         results = _measure(args, devices, stack)
@@ -427,10 +427,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "warmup": args.warmup,
         "steps_per_call": args.steps_per_call,
         "half_precision": args.half_precision,
-        "batch_norm": resolve_bn_impl(args.batch_norm),
-        "conv": resolve_conv_impl(args.conv, jnp.bfloat16 if args.half_precision else jnp.float32)[
-            0
-        ],
+        "batch_norm": args.batch_norm,
+        "conv": args.conv,
         "loss": args.loss,
         "num_images": args.num_images,
         "train_images_per_s": median_of("train"),

@@ -126,3 +126,13 @@ def test_bad_numbers_are_one_line_before_any_work(tmp_path):
     )
     _assert_one_line_error(out, "fbl-sweep", "optimizer.learning_rate=-1", "> 0")
     assert not workdir.exists()
+
+
+def test_subprocess_flags_keep_the_callers_and_replace_the_device_count():
+    from fbl_jax.cli.cpu_flags import with_host_devices
+
+    flags = "--xla_backend_optimization_level=1 --xla_force_host_platform_device_count=4 --x=y"
+    assert with_host_devices(flags, 2) == (
+        "--xla_backend_optimization_level=1 --x=y --xla_force_host_platform_device_count=2"
+    )
+    assert with_host_devices("", 1) == "--xla_force_host_platform_device_count=1"

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fbl_jax.cli.cpu_flags import with_host_devices
 from fbl_jax.defaults import config_from_file
 from fbl_jax.reproduce.plan import TINY as TINY_PLAN
 
@@ -44,10 +45,8 @@ def cli_args(workdir, **extra) -> list[str]:
 
 def subprocess_env(devices: int = 4) -> dict:
     env = dict(os.environ)
-    # the test process's flags (conftest.py), so that both share compiled programs, with the
-    # host device count replaced
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+    # the test process's flags (conftest.py), so that both share compiled programs
+    env["XLA_FLAGS"] = with_host_devices(env.get("XLA_FLAGS", ""), devices)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -22,3 +22,12 @@ def apply_fast_cpu_flags() -> None:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags
+
+
+def with_host_devices(flags: str, devices: int) -> str:
+    """`flags` (an XLA_FLAGS value) with its forced host device count replaced by `devices`.
+
+    For subprocesses that must compile as their parent does (compiler flags can change the bits
+    on some CPUs) on another number of host devices."""
+    kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])
