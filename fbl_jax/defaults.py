@@ -31,6 +31,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.batch_size = 64  # global, over all devices and hosts
     c.eval_batch_size = 500  # global
     c.eval_every_epochs = 10
+    # From this epoch on, evaluate after EVERY epoch (0: never densely): the authors' code (like
+    # LDAM-DRW's and BBN's) evaluates every epoch and reports the best test epoch, so the runs
+    # that compare with the paper need those evaluations; the minival selection gets them too
+    c.eval_every_epoch_from = 0
     c.checkpoint_every_epochs = 10
     c.keep_checkpoints = 3
     c.log_every_steps = 100
@@ -43,6 +47,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # for accelerators), "sequential" (each run its own call of the single-run step: equal to
     # fbl-train bit for bit; for the CPU) or "auto" (that choice by backend; train/runners.py)
     c.sweep_run_axis = "auto"
+    # fbl-sweep/fbl-reproduce with the sequential run axis: processes a wave's runs are shared
+    # over, each pinned to its own cores (train/processes.py); 0 = one per core on the CPU
+    c.sweep_processes = 1
     # Evaluation as one compiled call per split (a scan over its batches, kept on the device):
     # "auto" on accelerators with the on-device pipeline, "always", or "never" (a call a batch)
     c.eval_in_one_call = "auto"
@@ -298,6 +305,8 @@ def numeric_ranges() -> dict[str, Range]:
         "batch_size": count,
         "eval_batch_size": count,
         "eval_every_epochs": count,
+        "eval_every_epoch_from": Range(0, integer=True),
+        "sweep_processes": Range(0, integer=True),
         "checkpoint_every_epochs": count,
         "keep_checkpoints": count,
         "log_every_steps": count,

@@ -230,6 +230,16 @@ def test_cifar10_lossless_counts_and_exact_pixels(cifar10_lossless_root):
     np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
     assert test.images.shape == (10_000, 32, 32, 3) and test.images.dtype == np.uint8
     assert int(test.images.sum(dtype=np.int64)) == 3_733_375_634  # the README's sum: exact
+    # a run's data.json fingerprint of these pixels: the README's sum, and the hash moves with
+    # a single changed pixel value
+    from fbl_jax.data.provenance import split_fingerprint
+
+    fingerprint = split_fingerprint(test)
+    assert fingerprint["pixel_sum"] == 3_733_375_634 and fingerprint["images"] == 10_000
+    test.images[9999, 31, 31, 2] ^= 1
+    assert split_fingerprint(test)["sha256"] != fingerprint["sha256"]
+    test.images[9999, 31, 31, 2] ^= 1
+    assert split_fingerprint(test)["sha256"] == fingerprint["sha256"]
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,32 @@ def test_run_writes_every_output(finished_run):
     assert any((workdir / "tensorboard").iterdir())
     config = json.loads((workdir / "config.json").read_text())
     assert config["model"]["name"] == "resnet8"
+    # which data: the digits' 1,797 images split 70/30 per class, the LT subset trained on
+    data = json.loads((workdir / "data.json").read_text())
+    assert data["source"] == "synthetic_digits"
+    splits = data["splits"]
+    assert splits["test"]["images"] == 539 and splits["train"]["images"] == sum(counts)
+    assert splits["train_source"]["images"] == 1797 - 539
+    minival = [r["num_examples"] for r in evals if r["split"] == "minival"]
+    assert splits["minival"]["images"] == minival[0]
+    assert splits["train"]["pixel_sum"] != splits["train_source"]["pixel_sum"]
+    assert all(len(split["sha256"]) == 64 for split in splits.values())
+
+
+def test_eval_cadence_dense_from_an_epoch(tmp_path):
+    """eval_every_epochs=5 over 3 epochs evaluates only the last; from epoch 2 every epoch."""
+    from fbl_jax.train.loop import is_eval_epoch
+
+    config = tiny_config(num_epochs=3, eval_every_epochs=5, eval_every_epoch_from=2)
+    train_and_evaluate(config, tmp_path)
+    evals = [r["epoch"] for r in read_records(tmp_path) if r["type"] == "eval"]
+    assert evals == [2.0, 2.0, 3.0, 3.0]  # test and minival at epochs 2 and 3
+    config.eval_every_epoch_from = 0  # off: the every-10 cadence alone
+    config.eval_every_epochs = 10
+    assert [e for e in range(1, 201) if is_eval_epoch(config, e)] == list(range(10, 201, 10))
+    config.eval_every_epoch_from = 160  # the CIFAR configs: every 10, then every epoch
+    want = [*range(10, 160, 10), *range(160, 201)]
+    assert [e for e in range(1, 201) if is_eval_epoch(config, e)] == want
 
 
 def test_restart_of_finished_run_changes_nothing(finished_run):

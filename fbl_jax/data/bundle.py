@@ -24,6 +24,7 @@ from fbl_jax.data.long_tail import (
     long_tail_counts,
     select_long_tail_indices,
 )
+from fbl_jax.data.provenance import data_provenance
 from fbl_jax.data.samplers import make_sampler
 
 SOURCES = ("image_folder", "tfds", "split_list", "synthetic_digits")
@@ -48,6 +49,7 @@ class DataBundle:
     eval_sizes: dict[str, int]
     minival_counts: np.ndarray | None  # int64 (C,) per-class minival sizes, None if no minival
     train_indices: np.ndarray | None  # indices of the LT subset into the source train split
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # data.json of a run
     _eval_factories: dict[str, Callable[[], Iterator[dict[str, np.ndarray]]]] = dataclasses.field(
         repr=False, default_factory=dict
     )
@@ -396,6 +398,7 @@ def build_datasets(
             if len(mv):
                 evals["minival"] = source_train.take(mv)
     class_counts = class_counts_from_labels(train.labels, num_classes)
+    provenance = data_provenance(cfg, source_train, train, evals)
 
     sampler = make_sampler(
         _get(cfg, "sampler", "instance"),
@@ -513,5 +516,6 @@ def build_datasets(
         eval_sizes={n: len(evals[n]) for n in names if n in evals},
         minival_counts=minival_counts,
         train_indices=train_indices,
+        provenance=provenance,
         _eval_factories=factories,
     )

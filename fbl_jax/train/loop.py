@@ -20,7 +20,13 @@ from jax.experimental import multihost_utils
 
 from fbl_jax import losses
 from fbl_jax.train import checkpoints, evaluation, optimizer, run_setup
-from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted, sigterm_flag
+from fbl_jax.train.preemption import (
+    PREEMPTED_EXIT_CODE,
+    Preempted,
+    stop_if_requested,
+    stop_requested,
+    stop_scope,
+)
 from fbl_jax.train.runners import ProgramRunner
 from fbl_jax.train.timing import SpeedWindow, WallClock
 from fbl_jax.train.writers import MetricWriter, NonFiniteError, check_finite
@@ -56,9 +62,19 @@ def train_program(
     runs: list[Run], timing_dir: pathlib.Path, timing_name: str = "timing.json"
 ) -> dict[str, dict[str, Any]]:
     """Train `runs` (one model, data and optimizer; they may differ in seed and loss) together,
-    resuming from their common latest step; returns {run name: final record}."""
+    resuming from their common latest step; returns {run name: final record}. A SIGTERM at any
+    point stops the call cleanly (preemption.py)."""
+    with stop_scope():
+        return _train_program(runs, timing_dir, timing_name)
+
+
+_NOTHING_YET = "nothing trained in this call (checkpoints from earlier calls are kept)"
+
+
+def _train_program(runs: list[Run], timing_dir: pathlib.Path, timing_name: str):
     config = runs[0].config  # every field a program shares is the same in all its runs
     bundle = run_setup.load_data(config)
+    stop_if_requested("data loading", _NOTHING_YET)
     spe, counts = bundle.steps_per_epoch, np.asarray(bundle.class_counts)
     total_steps = config.num_epochs * spe
     run_setup.log_data(bundle, total_steps)
@@ -73,12 +89,17 @@ def train_program(
         ]
     )
     states = list(states)
+    stop_if_requested("model set-up", _NOTHING_YET)
     identity = run_setup.run_identity(config, bundle)
     is_chief = jax.process_index() == 0
     for run in runs:
         run.dir.mkdir(parents=True, exist_ok=True)  # only once the config and the data are good
         run.ckpts = checkpoints.Checkpoints(run.dir, run.config.keep_checkpoints)
     start, metas = checkpoints.restore_together([r.ckpts for r in runs], states, identity)
+    if stop_requested():
+        for run in runs:
+            run.ckpts.close()
+        stop_if_requested("set-up", _kept(start))
     finals = [run_setup.read_final_record(r.dir) for r in runs]
     where = runs[0].dir if len(runs) == 1 else runs[0].dir.parent
     if start >= total_steps and all(finals):
@@ -103,6 +124,17 @@ def train_program(
     return _Loop(config, bundle, runner, runs, timing, identity).run(start, total_steps)
 
 
+def _kept(step: int) -> str:
+    return f"the checkpoint at step {step} is kept" if step else "nothing had started"
+
+
+def is_eval_epoch(config: Any, epoch: int) -> bool:
+    """Whether the end of `epoch` (1-based) evaluates: every `eval_every_epochs`, and every
+    epoch from `eval_every_epoch_from` on (runs saved before the field existed lack it)."""
+    dense_from = config.get("eval_every_epoch_from", 0) or 0
+    return epoch % config.eval_every_epochs == 0 or (0 < dense_from <= epoch)
+
+
 def _next(step: int, every: int) -> int:
     return (step // every + 1) * every
 
@@ -124,8 +156,11 @@ class _Loop:
         config, spe, timing = self.config, self.spe, self.timing
         step, pending = start, []
         speed = SpeedWindow(step)
-        with sigterm_flag() as stop:
+        with stop_scope() as stop:
             while step < total_steps:
+                if stop.is_set() and step == start:  # before this call's first step
+                    self._close()
+                    stop_if_requested("set-up", _kept(step))
                 n = min(_next(step, config.log_every_steps), _next(step, spe), total_steps) - step
                 with timing.measure("train"):
                     metrics, done, compile_s = self.runner.advance(step, n, self.alive())
@@ -230,7 +265,7 @@ class _Loop:
 
     def _epoch_end(self, step: int, total_steps: int) -> None:
         epoch = step // self.spe
-        if epoch % self.config.eval_every_epochs == 0 or step == total_steps:
+        if is_eval_epoch(self.config, epoch) or step == total_steps:
             with self.timing.measure("eval"):
                 alive = self.alive()
                 by_split = {s: self.runner.evaluate(s, alive) for s in self.bundle.eval_splits}

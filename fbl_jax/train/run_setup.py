@@ -136,11 +136,14 @@ def read_final_record(run_dir: pathlib.Path) -> dict[str, Any] | None:
 
 
 def write_run_files(run_dir: pathlib.Path, config: Any, bundle: Any) -> None:
-    """config.json and class_counts.json: what fbl-report and fbl-decouple read of a run."""
+    """config.json, class_counts.json and data.json (which data, fingerprinted): what
+    fbl-report and fbl-decouple read of a run."""
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
     counts = np.asarray(bundle.class_counts).tolist()
     names = list(bundle.class_names)
     (run_dir / "class_counts.json").write_text(json.dumps({"counts": counts, "class_names": names}))
+    if bundle.provenance:
+        (run_dir / "data.json").write_text(json.dumps(bundle.provenance, indent=1) + "\n")
 
 
 def log_data(bundle: Any, total_steps: int) -> None:
