@@ -164,10 +164,12 @@ def run_absl(
 
     def guarded(args: list[str]) -> Any:
         from fbl_jax.cli import xla_cache
+        from fbl_jax.train.preemption import stop_scope
 
         xla_cache.enable()
         try:
-            return main(args)
+            with stop_scope():  # SIGTERM from here on: a clean stop at the next safe point
+                return main(args)
         except user_errors() as err:
             fail(prog, str(err))
         except FloatingPointError as err:  # NonFiniteError: the run stopped itself, with reason

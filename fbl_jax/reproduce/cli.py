@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="seeds per setting (paper 3, tiny 1)")
     p.add_argument("--budget", default="", help="stop (resumably) after this long: 15m, 2h, 900")
     p.add_argument("--only", default="", help="comma-separated stage names (see --dry-run)")
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated table rows to train, e.g. ce,fbl (default: all of the tables')",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, exit")
     p.add_argument(
         "--no-figures",
@@ -160,8 +165,8 @@ def _human(seconds: float) -> str:
 
 def reproduce(args: argparse.Namespace) -> int:
     from fbl_jax.reproduce import compare
-    from fbl_jax.reproduce.execute import run_stages, stage_runs
-    from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list
+    from fbl_jax.reproduce.execute import run_stages, stage_done, stage_runs
+    from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
 
     out = pathlib.Path(args.out).absolute()
     parse_list(args.plan, PLANS, "plan")
@@ -178,6 +183,8 @@ def reproduce(args: argparse.Namespace) -> int:
     if args.only:
         names = parse_list(args.only, [s.name for s in stages], "only")
         stages = [s for s in stages if s.name in names]
+    if args.methods:
+        stages = select_methods(stages, [m.strip() for m in args.methods.split(",") if m.strip()])
     out.mkdir(parents=True, exist_ok=True)
     spec = [{"name": s.name, "table": s.table, "sets": s.sets, "base": s.base} for s in stages]
     (out / "plan.json").write_text(json.dumps({"stages": spec}, indent=1, default=list) + "\n")
@@ -185,7 +192,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     state = run_stages(stages, out, time.time() + budget)
-    done = sum(state.get(s.name, {}).get("status") == "done" for s in stages)
+    done = sum(stage_done(s, out, state) for s in stages)
     report_dir = out / "report"
     run_dirs = [
         d for s in stages for _, _, d in stage_runs(s, out) if (d / "metrics.jsonl").exists()
@@ -224,8 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         parser = build_parser()
         args, run = parser.parse_args(argv), reproduce
+    from fbl_jax.train.preemption import stop_scope
+
     try:
-        return run(args)
+        with stop_scope():  # a SIGTERM in any phase: the stages stop, the report is written
+            return run(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

@@ -1,25 +1,24 @@
 """Run a plan's stages in priority order until the budget, then write the report.
 
 Each stage trains through the same loop as fbl-train (`train_sweep`) in this process. At the
-budget's end the stage gets SIGTERM: the loop writes a checkpoint at the step it is at and stops,
-and the same command later resumes it. OUT/stages.json records which stages are done.
+budget's end, or on a SIGTERM, the stage stops at its next safe point whatever it is doing
+(preemption.py): a checkpoint at the step it is at, or nothing if it had not started, and the
+same command later resumes it. OUT/stages.json records which stages are done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import shutil
-import signal
 import threading
 import time
 from typing import Any
 
 from fbl_jax.reproduce.plan import Stage
 from fbl_jax.train import train_sweep
-from fbl_jax.train.preemption import Preempted
+from fbl_jax.train.preemption import Preempted, request_stop, stop_requested, stop_scope
 from fbl_jax.train.programs import expand, group_programs
 from fbl_jax.train.run_setup import read_final_record
 
@@ -27,19 +26,16 @@ log = logging.getLogger("fbl_jax")
 
 
 class _Deadline:
-    """SIGTERM to this process at the deadline, and every few seconds after it until cancelled,
-    so a stage that is still loading data when the first one arrives still stops."""
+    """At the deadline, the stop a SIGTERM would make (preemption.request_stop): the stage
+    stops at its next safe point, in whatever phase it is (set-up, compiling, evaluating)."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline, self.done = deadline, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        if self.done.wait(max(0.0, self.deadline - time.time())):
-            return
-        while not self.done.is_set():
-            os.kill(os.getpid(), signal.SIGTERM)
-            self.done.wait(5.0)
+        if not self.done.wait(max(0.0, self.deadline - time.time())):
+            request_stop()
 
     def __enter__(self) -> _Deadline:
         if self.deadline != float("inf"):
@@ -78,17 +74,30 @@ def count_programs(stage: Stage) -> tuple[int, int]:
     return len(runs), max(len(programs), len(losses))
 
 
+def stage_done(stage: Stage, out: pathlib.Path, state: dict[str, Any]) -> bool:
+    """Done, and every run it has now (a later call may add methods or seeds) finished."""
+    if state.get(stage.name, {}).get("status") != "done":
+        return False
+    return all(read_final_record(d) is not None for _, _, d in stage_runs(stage, out))
+
+
 def run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[str, Any]:
     """Train the stages not done yet, in order, until `deadline` (time.time()); returns the
     state ({stage: {"status", "seconds"}}), also kept in OUT/stages.json."""
+    with stop_scope():
+        return _run_stages(stages, out, deadline)
+
+
+def _run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[str, Any]:
     path = out / "stages.json"
     state = json.loads(path.read_text()) if path.exists() else {}
     for stage in stages:
-        if state.get(stage.name, {}).get("status") == "done":
+        if stage_done(stage, out, state):
             continue
-        if time.time() >= deadline:
+        if time.time() >= deadline or stop_requested():
             log.warning(
-                "budget used up before stage %s; rerun the same command to go on", stage.name
+                "budget used up (or SIGTERM) before stage %s; rerun the same command to go on",
+                stage.name,
             )
             break
         t0 = time.time()
@@ -103,7 +112,7 @@ def run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[
         path.write_text(json.dumps(state, indent=1) + "\n")
         log.info("stage %s: %s (%.0f s)", stage.name, status, time.time() - t0)
         if status == "stopped":
-            log.warning("budget used up in stage %s; rerun the same command to resume it",
+            log.warning("budget used up (or SIGTERM) in stage %s; rerun the same command to resume it",
                         stage.name)  # fmt: skip
             break
     return state
@@ -112,7 +121,7 @@ def run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[
 def _run_stage(stage: Stage, out: pathlib.Path) -> str:
     workdir = out / "runs" / stage.name
     if not stage.decouple:
-        train_sweep(stage.config(), stage.sets, workdir)
+        train_sweep(stage.config(), stage.sets, workdir, extend=True)
         return "done"
     from fbl_jax.decouple import default_config, run_decouple
 

@@ -148,3 +148,38 @@ def row_of(stage: Stage, settings: dict[str, Any]) -> str:
         if key in settings:
             return stage.rows[str(settings[key])]
     return stage.rows[""]
+
+
+def stage_methods(stage: Stage) -> list[str]:
+    """The table rows (methods, curricula, A values) a stage fills."""
+    return list(stage.rows.values())
+
+
+def select_methods(stages: Sequence[Stage], methods: Sequence[str]) -> list[Stage]:
+    """The stages cut to the rows in `methods` (e.g. ce,fbl): a sweep stage keeps the values
+    of its row-naming --set that give those rows; a stage with none of them is dropped."""
+    known = list(dict.fromkeys(m for s in stages for m in stage_methods(s)))
+    bad = [m for m in methods if m not in known]
+    if bad:
+        raise ConfigError(f"--methods: {', '.join(bad)} not in the plan; choose from "
+                          f"{', '.join(known)}")  # fmt: skip
+    out = []
+    for stage in stages:
+        keep = {key: row for key, row in stage.rows.items() if row in methods}
+        if not keep:
+            continue
+        if len(keep) < len(stage.rows):
+            stage = dataclasses.replace(stage, rows=keep, sets=_cut_sets(stage, keep))
+        out.append(stage)
+    return out
+
+
+def _cut_sets(stage: Stage, rows: dict[str, str]) -> list[tuple[str, list[Any]]]:
+    sets = []
+    for key, values in stage.sets:
+        if key in ("loss.name", "loss.curriculum"):
+            values = [v for v in values if str(v) in rows]
+        elif key == "loss.fbl_scale":
+            values = [v for v in values if f"A={float(v):g}" in rows]
+        sets.append((key, values))
+    return sets

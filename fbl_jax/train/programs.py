@@ -198,18 +198,28 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def claim_workdir(workdir: pathlib.Path, spec: dict[str, Any]) -> None:
-    """The workdir names the sweep: a restart resumes it, another sweep there is an error."""
+def claim_workdir(workdir: pathlib.Path, spec: dict[str, Any], extend: bool = False) -> None:
+    """The workdir names the sweep: a restart resumes it, another sweep there is an error.
+
+    `extend` (fbl-reproduce, whose stages grow by methods or seeds between calls): runs may be
+    added to or left out of the saved sweep; sweep.json then lists every run ever claimed."""
     path = workdir / "sweep.json"
     text = json.dumps(spec, indent=1, default=list)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("runs") != json.loads(text)["runs"]:
+        if saved.get("runs") == json.loads(text)["runs"]:
+            return
+        if not extend:
             raise ConfigError(
                 f"{workdir} holds another sweep (its sweep.json lists other runs); use a new "
                 "--workdir, or the same --set values to resume it"
             )
-        return
+        known = {r["name"] for r in saved.get("runs", [])}
+        added = [r for r in json.loads(text)["runs"] if r["name"] not in known]
+        if not added:
+            return
+        spec = {**saved, "runs": [*saved.get("runs", []), *added]}
+        text = json.dumps(spec, indent=1, default=list)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         path.write_text(text + "\n")
