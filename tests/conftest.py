@@ -71,6 +71,7 @@ SLOW_FILES = {
     "test_sweep.py": 64,
     "test_preemption.py": 38,
     "test_stop_phases.py": 24,
+    "test_processes.py": 16,
     "test_bbn.py": 38,
     "test_report.py": 34,
     "test_reproduce.py": 30,
