@@ -1,0 +1,67 @@
+"""Choosing what a plan trains: --methods, seed-by-seed waves, sweeps that grow between calls."""
+
+import json
+
+import pytest
+from train_helpers import tiny_config
+
+from fbl_jax.defaults import ConfigError
+from fbl_jax.reproduce.execute import stage_done
+from fbl_jax.reproduce.plan import build_plan, select_methods
+from fbl_jax.train.programs import claim_workdir, expand, group_programs
+from fbl_jax.train.runs import seed_waves
+
+
+def test_methods_keep_the_named_rows_only():
+    stages = build_plan("paper", ["cifar10_lt"], ["2"], 3, {})
+    chosen = select_methods(stages, ["ce", "fbl"])
+    assert [s.name for s in chosen] == ["cifar10_lt_if100_table2", "cifar10_lt_if50_table2"]
+    for stage in chosen:
+        assert dict(stage.sets) == {"seed": [0, 1, 2], "loss.name": ["ce", "fbl"]}
+        assert sorted(stage.rows.values()) == ["ce", "fbl"]
+    # the untouched plan keeps its four Table 2 losses
+    assert dict(stages[0].sets)["loss.name"] == ["ce", "fbl", "la", "balanced_softmax"]
+    only_ldam = select_methods(stages, ["ldam_drw"])
+    assert [s.name for s in only_ldam] == ["cifar10_lt_if100_table2_ldam_drw",
+                                           "cifar10_lt_if50_table2_ldam_drw"]  # fmt: skip
+    with pytest.raises(ConfigError, match="--methods: cee not in the plan; choose from ce, fbl"):
+        select_methods(stages, ["cee"])
+
+
+def test_sequential_sweeps_train_seed_by_seed_and_vmapped_ones_whole():
+    sets = [("seed", [0, 1, 2]), ("loss.name", ["ce", "fbl"])]
+    programs = group_programs(expand(tiny_config(sweep_run_axis="sequential"), sets))
+    waves = seed_waves(programs)
+    assert [seed for _, seed in waves] == [0, 1, 2]
+    assert [[r.name for r in p.runs] for p, _ in waves][0] == [
+        "seed=0,loss.name=ce",
+        "seed=0,loss.name=fbl",
+    ]
+    programs = group_programs(expand(tiny_config(sweep_run_axis="vmap"), sets))
+    assert [(len(p.runs), seed) for p, seed in seed_waves(programs)] == [(6, None)]
+
+
+def test_a_sweep_claimed_again_may_grow_only_when_extending(tmp_path):
+    def spec(*names):
+        return {"sets": [], "runs": [{"name": n, "settings": {}} for n in names]}
+
+    claim_workdir(tmp_path, spec("a"))
+    with pytest.raises(ConfigError, match="holds another sweep"):
+        claim_workdir(tmp_path, spec("a", "b"))
+    claim_workdir(tmp_path, spec("a", "b"), extend=True)
+    claim_workdir(tmp_path, spec("b"), extend=True)  # a subset: nothing to add
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["name"] for r in saved["runs"]] == ["a", "b"]
+
+
+def test_a_stage_done_with_fewer_methods_is_not_done_with_more(tmp_path):
+    stages = build_plan("paper", ["cifar10_lt"], ["2"], 1, {})
+    table2 = stages[0]
+    two = select_methods([table2], ["ce", "fbl"])[0]
+    state = {table2.name: {"status": "done"}}
+    for name in ("seed=0,loss.name=ce", "seed=0,loss.name=fbl"):
+        run = tmp_path / "runs" / table2.name / name
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"type": "final", "step": 1}) + "\n")
+    assert stage_done(two, tmp_path, state)
+    assert not stage_done(table2, tmp_path, state)  # la and balanced_softmax still to train
