@@ -65,3 +65,21 @@ def test_a_stage_done_with_fewer_methods_is_not_done_with_more(tmp_path):
         (run / "metrics.jsonl").write_text(json.dumps({"type": "final", "step": 1}) + "\n")
     assert stage_done(two, tmp_path, state)
     assert not stage_done(table2, tmp_path, state)  # la and balanced_softmax still to train
+
+
+def test_the_estimate_follows_the_stage_layout(tmp_path, monkeypatch):
+    """Three seeds of two runs with one process per core on two cores: three waves, each of
+    one run per process at once: a compile, a run's steps and its 56 evaluations."""
+    import fbl_jax.reproduce.probe as probe
+
+    measured = {"compile_s": 40.0, "step_s_1": 0.3, "step_s_4": 1.2, "eval_s_per_image": 0.001}
+    monkeypatch.setattr(probe, "probe", lambda config, path, processes: measured)
+    monkeypatch.setattr(probe.os, "sched_getaffinity", lambda pid: {0, 1})
+    stage = select_methods(build_plan("paper", ["cifar10_lt"], ["2"], 3, {}), ["ce", "fbl"])[0]
+    config = stage.config()
+    assert probe.eval_passes(config) == 15 + 41  # epochs 10, 20, ..., 150 and 160, ..., 200
+    assert probe.stage_layout(config, 6, 3) == (3, 2, 2)
+    steps, images = 200 * 193, 10_900
+    seconds = probe.estimate_stage(config, 6, 3, 2, steps, images, tmp_path)
+    wave = 40.0 + steps * 0.3 + 56 * images * 0.001  # one run per process, both at once
+    assert seconds == pytest.approx(3 * wave)

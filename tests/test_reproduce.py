@@ -38,7 +38,20 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
     assert rows["ce"]["mean"] == pytest.approx(100 * ce["last"]["top1"])
     assert (tiny / "report/summary.md").exists()
     text = (tiny / "report/paper_comparison.md").read_text()
-    assert "| CE + τ-norm |" in text and "(n=1)" in text
+    assert "| CE + τ-norm | — | 1 |" in text
+    # the three selections, from the run's own records: last, best on minival, best test epoch
+    evals = [r for r in read_records(tiny / "runs/digits_lt_if10_table2/seed=0,loss.name=ce")
+             if r["type"] == "eval" and r["split"] == "test"]  # fmt: skip
+    picks = {k: v["mean"] for k, v in rows["ce"]["selections"].items()}
+    assert picks["last"] == pytest.approx(100 * evals[-1]["top1"])
+    assert picks["best_test_epoch"] == pytest.approx(100 * max(r["top1"] for r in evals))
+    best_step = ce["best_step"]
+    assert picks["best_on_minival"] == pytest.approx(
+        100 * next(r["top1"] for r in evals if r["step"] == best_step)
+    )
+    times = json.loads((tiny / "stages.json").read_text())
+    assert all(t["estimate_s"] > 0 and t["seconds"] > 0 for t in times.values())
+    assert "## Time on this machine" in text
 
 
 def test_a_budget_stop_and_a_rerun_end_like_one_call(tiny, tmp_path):

@@ -120,40 +120,49 @@ def _resolve_packed(stages) -> None:
             stage.base["overrides"].update(_packed_overrides(packed, stage.imbalance))
 
 
-def _describe(stages, out: pathlib.Path) -> float:
-    """Print the plan: runs, programs and an estimate per stage; returns the total estimate."""
+def _describe(stages, out: pathlib.Path) -> dict[str, float]:
+    """Print the plan: runs, programs and an estimate per stage; returns the estimates."""
     from fbl_jax.reproduce.execute import count_programs, stage_runs
-    from fbl_jax.reproduce.probe import estimate_seconds, probe
+    from fbl_jax.reproduce.probe import estimate_stage
 
-    total, lines = 0.0, []
+    total, lines, estimates = 0.0, [], {}
     for stage in stages:
         config = stage.config()
-        steps = config.num_epochs * _steps_per_epoch(config)
+        spe, eval_images = _epoch_sizes(config)
+        steps = config.num_epochs * spe
         if stage.decouple:
             runs, programs = len(stage_runs(stage, out)), 1
             seconds = runs * 10.0 if stage.decouple == "tau_norm" else runs * steps * 0.02
             estimate = seconds
         else:
             runs, programs = count_programs(stage)
-            measured = probe(config, out / "probe.json")
-            estimate = estimate_seconds(measured, runs, steps, programs)
+            seeds = len(dict(stage.sets).get("seed", [config.seed]))
+            estimate = estimate_stage(config, runs, seeds, programs, steps, eval_images, out)
+        estimates[stage.name] = estimate
         total += estimate
         what = f"{stage.decouple} on the CE runs" if stage.decouple else f"{programs} program(s)"
         lines.append(f"  {stage.name:<42} {runs:>3} run(s)  {what:<24} ~{_human(estimate)}")
     print(f"plan: {len(stages)} stage(s), estimated {_human(total)} on this machine", flush=True)
     print("\n".join(lines), flush=True)
-    return total
+    return estimates
 
 
-def _steps_per_epoch(config: Any) -> int:
+CIFAR_TEST_IMAGES = 10_000  # CIFAR-10 and CIFAR-100 alike
+
+
+def _epoch_sizes(config: Any) -> tuple[int, int]:
+    """(train steps per epoch, images one evaluation reads: test + minival)."""
     from fbl_jax.data.long_tail import long_tail_counts
     from fbl_jax.train.run_setup import load_data
 
     if config.data.source == "synthetic_digits":
-        return load_data(config).steps_per_epoch
+        bundle = load_data(config)
+        return bundle.steps_per_epoch, sum(bundle.eval_sizes.values())
     classes = config.data.num_classes
     n_max = config.data.get("n_max") or (5000 if classes == 10 else 500)
-    return sum(long_tail_counts(classes, n_max, config.data.imbalance_factor)) // config.batch_size
+    train = sum(long_tail_counts(classes, n_max, config.data.imbalance_factor))
+    minival = config.data.minival_per_class * classes
+    return train // config.batch_size, CIFAR_TEST_IMAGES + minival
 
 
 def _human(seconds: float) -> str:
@@ -188,10 +197,10 @@ def reproduce(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = [{"name": s.name, "table": s.table, "sets": s.sets, "base": s.base} for s in stages]
     (out / "plan.json").write_text(json.dumps({"stages": spec}, indent=1, default=list) + "\n")
-    _describe(stages, out)
+    estimates = _describe(stages, out)
     if args.dry_run:
         return 0
-    state = run_stages(stages, out, time.time() + budget)
+    state = run_stages(stages, out, time.time() + budget, estimates)
     done = sum(stage_done(s, out, state) for s in stages)
     report_dir = out / "report"
     run_dirs = [
@@ -201,7 +210,9 @@ def reproduce(args: argparse.Namespace) -> int:
         from fbl_jax.report import make_report
 
         make_report(run_dirs, report_dir, figures=args.figures)
-    path = compare.write(compare.collect(stages, lambda s: stage_runs(s, out)), report_dir)
+    times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
+    entries = compare.collect(stages, lambda s: stage_runs(s, out))
+    path = compare.write(entries, report_dir, times)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
     if done < len(stages):
         print("rerun the same command to go on from the checkpoints", flush=True)

@@ -81,16 +81,23 @@ def stage_done(stage: Stage, out: pathlib.Path, state: dict[str, Any]) -> bool:
     return all(read_final_record(d) is not None for _, _, d in stage_runs(stage, out))
 
 
-def run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[str, Any]:
+def run_stages(
+    stages: list[Stage],
+    out: pathlib.Path,
+    deadline: float,
+    estimates: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Train the stages not done yet, in order, until `deadline` (time.time()); returns the
     state ({stage: {"status", "seconds"}}), also kept in OUT/stages.json."""
     with stop_scope():
-        return _run_stages(stages, out, deadline)
+        return _run_stages(stages, out, deadline, estimates or {})
 
 
-def _run_stages(stages: list[Stage], out: pathlib.Path, deadline: float) -> dict[str, Any]:
+def _run_stages(stages, out: pathlib.Path, deadline: float, estimates) -> dict[str, Any]:
     path = out / "stages.json"
     state = json.loads(path.read_text()) if path.exists() else {}
+    for name, estimate in estimates.items():  # the dry run's estimate beside the measured time
+        state.setdefault(name, {"seconds": 0.0, "status": "not started"})["estimate_s"] = estimate
     for stage in stages:
         if stage_done(stage, out, state):
             continue

@@ -1,9 +1,11 @@
 """A short timing probe on this machine, so the plan can say how long each stage will take.
 
-One program of the stage's model on synthetic data of its image size and batch, stepped as the
-training loop steps it (`ProgramRunner`): the first call's time (compile) and the time per step
-of one run and, on accelerators, of four vmapped runs (runs share a call there). Estimates are
-rough: evaluation, checkpoints and data loading come on top.
+The stage's model on synthetic data of its image size and batch, stepped as the training loop
+steps it (`ProgramRunner`) and laid out as the stage will train: where a sweep's waves go to
+several pinned processes (config.sweep_processes), that many probes run at once, each on its
+cores, since cores shared by processes are not the cores one process has alone. Measured: the
+first call (compile), the time per step after two untimed warm calls (the first calls also set
+up kernels), the evaluation time per image, and on accelerators four vmapped runs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import os
 import pathlib
+import pickle
+import subprocess
+import sys
+import tempfile
 import time
 import types
 from typing import Any
@@ -21,23 +29,27 @@ import numpy as np
 
 from fbl_jax import defaults
 from fbl_jax.data.device_pipeline import DevicePipeline
+from fbl_jax.data.eval_batches import eval_batches
 from fbl_jax.data.long_tail import long_tail_counts
 from fbl_jax.data.samplers import make_sampler
 from fbl_jax.train import optimizer
+from fbl_jax.train.processes import resolve_processes, share
 from fbl_jax.train.run_setup import build_model, init_train_state
 from fbl_jax.train.runners import ProgramRunner, resolve_run_axis
 
 log = logging.getLogger("fbl_jax")
+WARM_CALLS, TIMED_CALLS, EVAL_IMAGES = 2, 6, 2000
 
 
-def probe_key(config: Any) -> str:
+def probe_key(config: Any, processes: int) -> str:
     return json.dumps(
         [config.model.name, config.model.head, config.batch_size, config.data.image_size,
-         config.data.num_classes, config.half_precision, jax.default_backend()]
+         config.data.num_classes, config.half_precision, jax.default_backend(), processes]
     )  # fmt: skip
 
 
-def _seconds_per_step(config: Any, runs: int, calls: int = 3) -> tuple[float, float]:
+def _measure(config: Any, runs: int) -> dict[str, float]:
+    """{compile_s, step_s, eval_s_per_image} for `runs` runs of `config` in this process."""
     size, classes = config.data.image_size, config.data.num_classes
     counts = np.asarray(long_tail_counts(classes, 40, 10.0))
     rng = np.random.default_rng(0)
@@ -50,10 +62,20 @@ def _seconds_per_step(config: Any, runs: int, calls: int = 3) -> tuple[float, fl
         num_devices=jax.local_device_count(), pad=config.data.pad,
         second_sampler=make_sampler(second, labels, counts, num_samples=len(labels)) if second else None,
     )  # fmt: skip
+    eval_images = rng.integers(0, 256, (EVAL_IMAGES, size, size, 3), dtype=np.uint8)
+    eval_labels = rng.integers(0, classes, EVAL_IMAGES).astype(np.int32)
+
+    def eval_iter(split):
+        return eval_batches(
+            eval_images, eval_labels, global_batch=config.eval_batch_size,
+            local_device_count=jax.local_device_count(), process_index=0, process_count=1,
+            mean=config.data.mean, std=config.data.std,
+        )  # fmt: skip
+
     spe = pipeline.steps_per_epoch
     bundle = types.SimpleNamespace(  # what the runner reads of a DataBundle
         pipeline="device", train=pipeline, class_counts=counts, steps_per_epoch=spe,
-        num_classes=classes, eval_iter=None,
+        num_classes=classes, eval_iter=eval_iter,
     )  # fmt: skip
     lr = optimizer.make_lr_schedule(config.optimizer, spe, config.num_epochs)
     model = build_model(config, classes)
@@ -65,37 +87,114 @@ def _seconds_per_step(config: Any, runs: int, calls: int = 3) -> tuple[float, fl
     k = defaults.resolve_steps_per_call(config, jax.default_backend())
     n = max(k, 1) if k != defaults.LOOP else 20
     step, alive = 0, [True] * runs
+
+    def calls(count: int) -> float:
+        nonlocal step
+        t0 = time.perf_counter()
+        for _ in range(count):
+            metrics, done, _ = runner.advance(step, n, alive)
+            jax.block_until_ready(metrics)
+            step += done
+        return time.perf_counter() - t0
+
+    compile_s = calls(1)
+    calls(WARM_CALLS)
+    before = step
+    step_s = calls(TIMED_CALLS) / (step - before)
+    jax.block_until_ready(runner.evaluate("test", alive))  # compiles
     t0 = time.perf_counter()
-    metrics, done, _ = runner.advance(step, n, alive)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    step += done
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        metrics, done, _ = runner.advance(step, n, alive)
-        jax.block_until_ready(metrics)
-        step += done
-    return compile_s, (time.perf_counter() - t0) / (calls * done)
+    jax.block_until_ready(runner.evaluate("test", alive))
+    eval_s = (time.perf_counter() - t0) / EVAL_IMAGES
+    return {"compile_s": compile_s, "step_s": step_s, "eval_s_per_image": eval_s}
 
 
-def probe(config: Any, cache_path: pathlib.Path) -> dict[str, float]:
-    """{compile_s, step_s_1, step_s_4}: measured once per model/batch/backend, kept in OUT."""
+def _measure_in_processes(config: Any, processes: int) -> dict[str, float]:
+    """`processes` probes at once, each pinned as train/processes.py pins a wave's children."""
+    cores = share(sorted(os.sched_getaffinity(0)), processes)
+    children = []
+    with tempfile.TemporaryDirectory(prefix="fbl_jax_probe_") as tmp:
+        for i, cpus in enumerate(cores):
+            spec = pathlib.Path(tmp) / f"probe{i}.pkl"
+            spec.write_bytes(pickle.dumps({"config": config, "cpus": cpus}))
+            env = {**os.environ, "OMP_NUM_THREADS": str(len(cpus))}
+            cmd = [sys.executable, "-m", "fbl_jax.reproduce.probe_process", str(spec)]
+            children.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+        results = []
+        for child in children:
+            out, _ = child.communicate()
+            if child.returncode:
+                raise RuntimeError(f"the timing probe process exited with {child.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
+
+
+def probe(config: Any, cache_path: pathlib.Path, processes: int = 1) -> dict[str, float]:
+    """{compile_s, step_s_1, step_s_4, eval_s_per_image} of one run per process with
+    `processes` processes training at once; measured once per layout, kept in OUT."""
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    key = probe_key(config)
+    key = probe_key(config, processes)
     if key not in cache:
-        log.info("timing probe: %s, batch %d ...", config.model.name, config.batch_size)
-        compile_s, one = _seconds_per_step(config, 1)
-        result = {"compile_s": compile_s, "step_s_1": one, "step_s_4": 4 * one}
+        log.info("timing probe: %s, batch %d, %d process(es) ...", config.model.name,
+                 config.batch_size, processes)  # fmt: skip
+        if processes > 1:
+            one = _measure_in_processes(config, processes)
+        else:
+            one = _measure(config, 1)
+        result = {"compile_s": one["compile_s"], "step_s_1": one["step_s"],
+                  "step_s_4": 4 * one["step_s"], "eval_s_per_image": one["eval_s_per_image"]}  # fmt: skip
         if resolve_run_axis(config.sweep_run_axis, jax.default_backend(), 4) == "vmap":
-            result["step_s_4"] = _seconds_per_step(config, 4)[1]
+            result["step_s_4"] = _measure(config, 4)["step_s"]
         cache[key] = result
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(cache, indent=1))
     return cache[key]
 
 
-def estimate_seconds(measured: dict[str, float], runs: int, steps: int, compiles: int) -> float:
-    """Compile per distinct program plus every run's steps (linear in runs between 1 and 4)."""
+def stage_layout(config: Any, runs: int, seeds: int) -> tuple[int, int, int]:
+    """(waves, runs a wave, processes a wave) as train_sweep will train a sweep stage."""
+    backend = jax.default_backend()
+    axis = resolve_run_axis(config.sweep_run_axis, backend, runs)
+    waves = seeds if axis == "sequential" and seeds > 1 else 1
+    per_wave = runs // waves
+    processes = resolve_processes(config.get("sweep_processes", 1), backend, axis, per_wave)
+    return waves, per_wave, processes
+
+
+def eval_passes(config: Any) -> int:
+    """Evaluations in a run: the loop's cadence (train/loop.py) and the last epoch."""
+    from fbl_jax.train.loop import is_eval_epoch
+
+    epochs = config.num_epochs
+    return sum(is_eval_epoch(config, e) or e == epochs for e in range(1, epochs + 1))
+
+
+def estimate_seconds(
+    measured: dict[str, float],
+    runs: int,
+    steps: int,
+    compiles: int,
+    evals: int = 0,
+    eval_images: int = 0,
+) -> float:
+    """Compile per distinct program plus every run's steps (linear in runs between 1 and 4)
+    and evaluations, for `runs` runs stepping together in one process."""
     slope = (measured["step_s_4"] - measured["step_s_1"]) / 3
     per_step = measured["step_s_1"] + slope * (runs - 1)
-    return compiles * measured["compile_s"] + steps * per_step
+    eval_s = runs * evals * eval_images * measured.get("eval_s_per_image", 0.0)
+    return compiles * measured["compile_s"] + steps * per_step + eval_s
+
+
+def estimate_stage(
+    config: Any, runs: int, seeds: int, compiles: int, steps: int, eval_images: int, out: Any
+) -> float:
+    """A sweep stage's seconds: its waves one after another, each wave's runs shared over its
+    processes (which run at once), each process's runs stepping together."""
+    waves, per_wave, processes = stage_layout(config, runs, seeds)
+    measured = probe(config, out / "probe.json", processes)
+    per_process = math.ceil(per_wave / processes)
+    compiles_a_process = max(1, math.ceil(compiles / processes)) if waves == 1 else compiles
+    wave_s = estimate_seconds(
+        measured, per_process, steps, min(compiles_a_process, per_process),
+        eval_passes(config), eval_images,
+    )  # fmt: skip
+    return waves * wave_s

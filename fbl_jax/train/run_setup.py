@@ -114,20 +114,25 @@ def run_identity(config: Any, bundle: Any) -> dict[str, Any]:
     }
 
 
-def read_record(run_dir: pathlib.Path, kind: str) -> dict[str, Any] | None:
-    """The last record of type `kind` ("final", "failed") in a run's metrics.jsonl, or None."""
+def read_records(run_dir: pathlib.Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The records (of type `kind`, or all) of a run's metrics.jsonl, in order; a line cut
+    short by a kill is skipped."""
     path = pathlib.Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
-    found = None
-    for line in path.read_text().splitlines():
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get("type") == kind:
-            found = record
-    return found
+        if isinstance(record, dict) and (kind is None or record.get("type") == kind):
+            records.append(record)
+    return records
+
+
+def read_record(run_dir: pathlib.Path, kind: str) -> dict[str, Any] | None:
+    """The last record of type `kind` ("final", "failed") in a run's metrics.jsonl, or None."""
+    found = read_records(run_dir, kind)
+    return found[-1] if found else None
 
 
 def read_final_record(run_dir: pathlib.Path) -> dict[str, Any] | None:
