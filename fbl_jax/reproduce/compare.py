@@ -22,6 +22,12 @@ ROW_LABELS = {
     "ce_tau_norm": "CE + τ-norm",
     "ce_crt": "CE + cRT",
     "bbn": "BBN",
+    "decoupling": "Decoupling (Kang et al.)",  # Table 3; the paper names no classifier
+    "parabolic": "α(t) = (t/T)² (parabolic)",  # Table 4's curricula
+    "linear": "α(t) = t/T (linear)",
+    "sine": "α(t) = sin(π/2 · t/T) (sine)",
+    "cosine": "α(t) = 1 − cos(π/2 · t/T) (cosine)",
+    "linear_decrease": "α(t) = 1 − t/T (linear decrease)",
 }
 PAPER_ROW = {"fbl_paper_form": "fbl"}  # the paper's FBL number is compared with both forms
 TABLE_TITLES = {"2": "Table 2", "4": "Table 4 (α(t) curricula)", "A": "Scale A (ablation)"}
