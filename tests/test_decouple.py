@@ -422,3 +422,27 @@ def test_cli_flags_and_config_overrides_reach_the_run(source, tmp_path):
     # the override reached the run: it looked for the LAST checkpoint of the --from directory
     assert f"no 'last' checkpoint: {no_last / 'checkpoints'} does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr  # a wrong path is reported, not dumped
+
+
+def test_a_run_kept_with_only_its_final_parameters_decouples_the_same(source, tmp_path):
+    """A run directory kept as a result (final_params.npz, no checkpoints): checkpoint='last'
+    reproduces the source's predictions from the file; 'best' says what the run lacks."""
+    from fbl_jax.train import params_file
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("config.json", "class_counts.json"):
+        (kept / name).write_text((source["run"] / name).read_text())
+    params_file.save_params(kept / params_file.FILE_NAME, source["params"], source["batch_stats"])
+    variables = params_file.load_params(kept / params_file.FILE_NAME)
+    for key, value in flax.traverse_util.flatten_dict(source["params"]).items():
+        np.testing.assert_array_equal(
+            flax.traverse_util.flatten_dict(variables["params"])[key], value
+        )
+    result = decouple.run_decouple(
+        _config("tau_norm", kept, checkpoint="last", **{"tau_norm.taus": (0.0,)}), tmp_path / "t0"
+    )
+    preds, y = source["logits"].argmax(1), source["test_y"]
+    assert result.final["last"]["top1"] == pytest.approx(np.mean(preds == y))
+    with pytest.raises(FileNotFoundError, match="keeps only its final parameters"):
+        decouple.run_decouple(_config("tau_norm", kept), tmp_path / "best")

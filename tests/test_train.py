@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 from train_helpers import (
+    assert_trees_equal,
+    final_params,
     read_records,
     tiny_config,
 )
@@ -74,6 +76,14 @@ def test_run_writes_every_output(finished_run):
     assert splits["minival"]["images"] == minival[0]
     assert splits["train"]["pixel_sum"] != splits["train_source"]["pixel_sum"]
     assert all(len(split["sha256"]) == 64 for split in splits.values())
+    # the trained model in one file, the last checkpoint's parameters
+    from fbl_jax.train import params_file
+
+    kept = params_file.load_params(workdir / params_file.FILE_NAME)
+    step, params = final_params(workdir)
+    assert step == 30
+    assert_trees_equal(kept["params"], params)
+    assert kept["batch_stats"]  # ResNet-8's BatchNorm statistics travel with it
 
 
 def test_eval_cadence_dense_from_an_epoch(tmp_path):

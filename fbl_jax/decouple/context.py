@@ -22,7 +22,7 @@ from fbl_jax.decouple.config import CHECKPOINTS, TAU_METHODS
 from fbl_jax.decouple.steps import make_adjusted_eval_step
 from fbl_jax.defaults import ConfigError
 from fbl_jax.train import evaluation as evaluate
-from fbl_jax.train import replication
+from fbl_jax.train import params_file, replication
 from fbl_jax.train import run_setup as train
 from fbl_jax.train import steps as train_steps
 from fbl_jax.train.writers import MetricWriter
@@ -66,6 +66,14 @@ def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> So
     hint = (
         " (a run without minival has none: use checkpoint='last')" if checkpoint == "best" else ""
     )
+    kept = path / params_file.FILE_NAME
+    if not ckpt_root.is_dir() and kept.is_file():  # a run kept as a result, without checkpoints
+        if checkpoint == "best":
+            raise FileNotFoundError(
+                f"{path} keeps only its final parameters ({kept.name}), not its best-on-minival "
+                "checkpoint: use checkpoint='last'"
+            )
+        return _from_params_file(path, config, counts_file, kept)
     if not ckpt_root.is_dir():
         raise FileNotFoundError(f"no {checkpoint!r} checkpoint: {ckpt_root} does not exist{hint}")
     options = ocp.CheckpointManagerOptions(create=False)
@@ -87,6 +95,22 @@ def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> So
         step=int(step),
         checkpoint=checkpoint,
         checkpoint_path=ckpt_root / str(step),
+    )
+
+
+def _from_params_file(path, config, counts_file, kept: pathlib.Path) -> SourceRun:
+    variables = params_file.load_params(kept)
+    final = train.read_final_record(path) or {}
+    return SourceRun(
+        path=path,
+        config=config,
+        class_counts=np.asarray(counts_file["counts"], np.int64),
+        class_names=[str(n) for n in counts_file.get("class_names", [])],
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        step=int(final.get("step", 0)),
+        checkpoint="last",
+        checkpoint_path=kept,
     )
 
 

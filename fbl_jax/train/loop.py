@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fbl_jax import losses
-from fbl_jax.train import checkpoints, evaluation, optimizer, run_setup
+from fbl_jax.train import checkpoints, evaluation, optimizer, params_file, run_setup
 from fbl_jax.train.preemption import (
     PREEMPTED_EXIT_CODE,
     Preempted,
@@ -321,9 +321,12 @@ class _Loop:
         run.writer.write(final)
         who = "" if self.single else f"{run.name}: "
         if not run.failed:
-            params = self.runner.host_state(r).params
+            host = self.runner.host_state(r)
+            params = host.params
             if jax.process_count() > 1:
                 multihost_utils.assert_equal(params, "parameters differ across processes")
+            if jax.process_index() == 0:  # the trained model, for use beyond this directory
+                params_file.save_params(run.dir / params_file.FILE_NAME, params, host.batch_stats)
             log.info("%sparameter checksum %.12e", who, parameter_checksum(params))
         last, best = final["last"] or {}, final["best_on_minival"] or {}
         log.info(
