@@ -446,3 +446,23 @@ def test_a_run_kept_with_only_its_final_parameters_decouples_the_same(source, tm
     assert result.final["last"]["top1"] == pytest.approx(np.mean(preds == y))
     with pytest.raises(FileNotFoundError, match="keeps only its final parameters"):
         decouple.run_decouple(_config("tau_norm", kept), tmp_path / "best")
+
+
+def test_a_stop_during_crt_removes_the_cut_short_run(source, tmp_path, monkeypatch):
+    """SIGTERM (or a budget) mid-cRT: exit 143 after the epoch, its directory gone, so the same
+    command redoes the minutes of work instead of refusing a half-written run."""
+    from fbl_jax.decouple.context import DecoupleContext
+    from fbl_jax.train import preemption
+
+    original = DecoupleContext.evaluate_all
+
+    def stop_after_first_eval(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        preemption.request_stop()
+        return out
+
+    monkeypatch.setattr(DecoupleContext, "evaluate_all", stop_after_first_eval)
+    config = _config("crt", source["run"], **{"crt.epochs": 2})
+    with preemption.stop_scope(), pytest.raises(preemption.Preempted):
+        decouple.run_decouple(config, tmp_path / "crt")
+    assert not (tmp_path / "crt").exists()

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -53,6 +54,7 @@ from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import optimizer as optim
 from fbl_jax.train import replication
 from fbl_jax.train import steps as train_steps
+from fbl_jax.train.preemption import stop_if_requested, stop_requested
 from fbl_jax.train.writers import MetricWriter, check_finite
 
 __all__ = [
@@ -272,6 +274,11 @@ def _run_training(ctx: DecoupleContext) -> DecoupleResult:
             best["trained"] = trained
             ckpts.save({"step": np.asarray(step), **trained}, meta, best=True)
         ckpts.save({"step": np.asarray(step), **trained}, meta)
+        if stop_requested() and epoch < m.epochs:  # minutes of work: redone, not resumed
+            ckpts.close()
+            writer.close()
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+            stop_if_requested(f"{method} epoch {epoch}", f"{ctx.workdir} removed, rerun to redo")
     ckpts.close()
     chosen = best["trained"] if best["trained"] is not None else last_trained
     final = {
