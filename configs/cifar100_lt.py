@@ -11,11 +11,11 @@ subset is carved from it exactly as for CIFAR-10 (LDAM's recipe, data.train_pool
 data.n_max=500: a train/ with fewer than 500 images in any class is an error that says so (e.g.
 part 1 alone), never a silent training on a smaller set.
 
-    mkdir -p /data/cifar100-lossless
-    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part1.tar.gz -C /data/cifar100-lossless
-    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part2.tar.gz -C /data/cifar100-lossless
+    mkdir -p $HOME/data/cifar100
+    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part1.tar.gz -C $HOME/data/cifar100
+    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part2.tar.gz -C $HOME/data/cifar100
     fbl-train --config=configs/cifar100_lt.py --workdir=runs/c100lt_if100_fbl \
-        --config.data.root=/data/cifar100-lossless --config.data.cache_dir=/data/cache
+        --config.data.root=$HOME/data/cifar100 --config.data.cache_dir=$HOME/data/cache
     # IF 50:       --config.data.imbalance_factor=50
     # tfds source: --config.data.source=tfds --config.data.name=cifar100 --config.data.data_dir=DIR
     #              (`tfds build cifar100 --data_dir=DIR` first)

@@ -11,11 +11,11 @@ mean/std of configs/cifar100_lt.py, so its inputs match the FBL runs'.
 Data: the LOSSLESS CIFAR-100 copy, both parts in one folder (the full training set; the data
 settings are configs/cifar100_lt.py's, --config.data.train_pool=True for part 1's LT pool alone):
 
-    mkdir -p /data/cifar100-lossless
-    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part1.tar.gz -C /data/cifar100-lossless
-    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part2.tar.gz -C /data/cifar100-lossless
+    mkdir -p $HOME/data/cifar100
+    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part1.tar.gz -C $HOME/data/cifar100
+    tar -xzf ../shared/data/cifar100-lossless/cifar100-lossless-part2.tar.gz -C $HOME/data/cifar100
     fbl-train --config=configs/cifar100_lt_bbn.py --workdir=runs/c100lt_if100_bbn \
-        --config.data.root=/data/cifar100-lossless --config.data.cache_dir=/data/cache
+        --config.data.root=$HOME/data/cifar100 --config.data.cache_dir=$HOME/data/cache
     # IF 50 (BBN's yaml, RATIO 0.02): --config.data.imbalance_factor=50
 """
 

@@ -7,12 +7,13 @@ override away: --config.loss.fbl_form=paper --config.loss.fbl_scale=1 --config.l
 --config.loss.alpha_per_epoch=False.
 
 Data: the LOSSLESS CIFAR-10 copy (original pixels as lossless WebP, an image-folder tree; see
-../shared/data/cifar10-lossless/README.md), extracted once to a writable folder:
+../shared/data/cifar10-lossless/README.md), extracted once to $HOME/data/cifar10 (the layout
+fbl-reproduce --data-root $HOME/data reads; docs/protocols.md says where else CIFAR comes from):
 
-    mkdir -p /data/cifar10-lossless
-    tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C /data/cifar10-lossless
+    mkdir -p $HOME/data/cifar10
+    tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C $HOME/data/cifar10
     fbl-train --config=configs/cifar10_lt.py --workdir=runs/c10lt_if100_fbl \
-        --config.data.root=/data/cifar10-lossless --config.data.cache_dir=/data/cache
+        --config.data.root=$HOME/data/cifar10 --config.data.cache_dir=$HOME/data/cache
     # IF 50:       --config.data.imbalance_factor=50
     # baselines:   --config.loss.name=ce | focal | cb | la | balanced_softmax
     # LDAM-DRW:    --config.loss.name=ldam_drw --config.model.head=cosine
@@ -31,8 +32,9 @@ optimizer.warmup_per_epoch existed (RESULTS.md) ramped per step instead:
 minival carved from the CIFAR training images the long-tailed subset did not use; the test set is
 the official 10,000. Evaluation every 10 epochs, and every epoch from epoch 160 (the first lr
 decay) on: the authors' code evaluates the test set after every epoch and prints the best
-("Best Prec@1"), a selection on the test set that the report shows beside our last-epoch and
-best-on-minival numbers.
+("Best Prec@1"), a selection on the test set; metrics.jsonl keeps every test evaluation, so that
+selection can be read beside our last-epoch and best-on-minival numbers (fbl-report does not
+show it yet).
 """
 
 from fbl_jax.defaults import get_default_config
@@ -48,8 +50,8 @@ def get_config():
     # authors' best test epoch (their code's "Best Prec@1") all come from the same run
     c.eval_every_epoch_from = 160
     c.checkpoint_every_epochs = 5
-    # a sweep's runs (fbl-sweep, fbl-reproduce) in one process per core on the CPU: two
-    # one-thread processes train ~25 % more images/s than one two-thread process (BENCHMARKS.md)
+    # a sweep's runs (fbl-sweep, fbl-reproduce) in one process per core on the CPU
+    # (train/processes.py says why; the measurement is not in BENCHMARKS.md yet)
     c.sweep_processes = 0
     c.model.name = "resnet32"
     c.loss.name = "fbl"

@@ -26,10 +26,10 @@ both branches with weight 0.5/0.5 (BBN's valid_model).
 
 Data: the LOSSLESS CIFAR-10 copy, as configs/cifar10_lt.py says:
 
-    mkdir -p /data/cifar10-lossless
-    tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C /data/cifar10-lossless
+    mkdir -p $HOME/data/cifar10
+    tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C $HOME/data/cifar10
     fbl-train --config=configs/cifar10_lt_bbn.py --workdir=runs/c10lt_if100_bbn \
-        --config.data.root=/data/cifar10-lossless --config.data.cache_dir=/data/cache
+        --config.data.root=$HOME/data/cifar10 --config.data.cache_dir=$HOME/data/cache
 """
 
 import pathlib

@@ -8,7 +8,7 @@ epoch: lr·(e + 1)/5 in epoch e < 5). Not a paper number: the paper trains 200 e
 The authors' curriculum α = (t / (T − 10))² was tuned for T = 200 (α reaches 1 at epoch 190); at
 T = 50 it climbs to (50/40)² ≈ 1.56. The offset is configurable, so both are run:
 
-    R=/tmp/cifar10-lossless   # mkdir -p $R; tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C $R
+    R=$HOME/data/cifar10   # mkdir -p $R; tar -xzf ../shared/data/cifar10-lossless/cifar10-lossless.tar.gz -C $R
     fbl-train --config=configs/cifar10_lt_short.py --workdir=runs/short_fbl_authors --config.data.root=$R
     fbl-train --config=configs/cifar10_lt_short.py --workdir=runs/short_fbl_scaled --config.data.root=$R \
         --config.loss.curriculum_offset=2.5         # (t / (0.95·T))², the shape of the 200-epoch run

@@ -5,10 +5,10 @@ per epoch. Lists: the standard OLTR/Decoupling ImageNet_LT_{train,val,test}.txt 
 images in 1,000 classes); `val` is the balanced minival used to pick the best checkpoint.
 
     fbl-train --config=configs/imagenet_lt.py --workdir=runs/imagenet_lt_fbl \
-        --config.data.root=/data/imagenet \
-        --config.data.train_list=/data/ImageNet_LT/ImageNet_LT_train.txt \
-        --config.data.val_list=/data/ImageNet_LT/ImageNet_LT_val.txt \
-        --config.data.test_list=/data/ImageNet_LT/ImageNet_LT_test.txt
+        --config.data.root=$HOME/data/imagenet \
+        --config.data.train_list=$HOME/data/ImageNet_LT/ImageNet_LT_train.txt \
+        --config.data.val_list=$HOME/data/ImageNet_LT/ImageNet_LT_val.txt \
+        --config.data.test_list=$HOME/data/ImageNet_LT/ImageNet_LT_test.txt
 
 180 epochs, global batch 512, SGD lr 0.2 momentum 0.9, lr ÷10 at epochs 120 and 160, no warm-up,
 weight decay 5e-4 (the Decoupling/OLTR value; the FBL paper does not state it). tf.data pipeline:

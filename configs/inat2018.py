@@ -7,9 +7,9 @@ checkpoint choice is therefore reported but not used for the headline number (se
 `--config.data.val_list` to a held-out list of your own to select on it).
 
     fbl-train --config=configs/inat2018.py --workdir=runs/inat_fbl \
-        --config.data.root=/data/inat2018 \
-        --config.data.train_list=/data/iNaturalist18/iNaturalist18_train.txt \
-        --config.data.test_list=/data/iNaturalist18/iNaturalist18_val.txt
+        --config.data.root=$HOME/data/inat2018 \
+        --config.data.train_list=$HOME/data/iNaturalist18/iNaturalist18_train.txt \
+        --config.data.test_list=$HOME/data/iNaturalist18/iNaturalist18_val.txt
 """
 
 import pathlib

@@ -9,10 +9,10 @@ images, 365 classes, 4,980 to 5 per class); `val` (20 per class) is the minival.
       sd = torchvision.models.resnet152(weights='IMAGENET1K_V1').state_dict(); \
       np.savez('resnet152.npz', **{k: v.numpy() for k, v in sd.items()})"
     fbl-train --config=configs/places_lt.py --workdir=runs/places_lt_fbl \
-        --config.model.pretrained=resnet152.npz --config.data.root=/data/places365 \
-        --config.data.train_list=/data/Places_LT/Places_LT_train.txt \
-        --config.data.val_list=/data/Places_LT/Places_LT_val.txt \
-        --config.data.test_list=/data/Places_LT/Places_LT_test.txt
+        --config.model.pretrained=resnet152.npz --config.data.root=$HOME/data/places365 \
+        --config.data.train_list=$HOME/data/Places_LT/Places_LT_train.txt \
+        --config.data.val_list=$HOME/data/Places_LT/Places_LT_val.txt \
+        --config.data.test_list=$HOME/data/Places_LT/Places_LT_test.txt
 """
 
 import pathlib

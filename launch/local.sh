@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One host, all of its GPUs (jax.pmap shards each batch over every visible device).
 #
-#   launch/local.sh --config=configs/cifar10_lt.py --workdir=runs/c10 --config.data.root=/data/cifar10
+#   launch/local.sh --config=configs/cifar10_lt.py --workdir=runs/c10 --config.data.root=$HOME/data/cifar10
 #
 # Every argument goes to fbl-train unchanged. Pick GPUs with CUDA_VISIBLE_DEVICES=0,1 as usual.
 # Rerunning the same command resumes from the workdir's latest checkpoint.

@@ -49,7 +49,7 @@ def help_text(
     flag_names: Sequence[str],
     config_flag: str | None = "config",
     default_config_file: str | None = None,
-    example: str = "loss.name=ce --config.data.root=/data/cifar10-lossless",
+    example: str = "loss.name=ce --config.data.root=$HOME/data/cifar10",
 ) -> str:
     lines = [doc.strip(), "", "Flags:"]
     for name in flag_names:
@@ -138,7 +138,7 @@ def run_absl(
     define_flags: Callable[[], Sequence[str]],
     config_flag: str | None = "config",
     default_config_file: str | None = None,
-    example: str = "loss.name=ce --config.data.root=/data/cifar10-lossless",
+    example: str = "loss.name=ce --config.data.root=$HOME/data/cifar10",
 ) -> None:
     """app.run with --help (exit 0), flag errors and user errors as one line (exit 2).
 

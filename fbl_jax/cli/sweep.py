@@ -1,7 +1,7 @@
 r"""fbl-sweep: train the cartesian product of --set values, as few compiled programs as possible.
 
     fbl-sweep --config=configs/cifar10_lt.py --workdir=runs/c10_table4 \
-        --config.data.root=/data/cifar10-lossless \
+        --config.data.root=$HOME/data/cifar10 \
         --set seed=0,1,2 --set loss.curriculum=parabolic,linear,sine,cosine,linear_decrease
 
 Each combination becomes an ordinary run directory WORKDIR/<key=value,...>/ (what fbl-train

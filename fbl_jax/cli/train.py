@@ -1,7 +1,7 @@
 r"""fbl-train: train and evaluate one configuration in one work directory.
 
     fbl-train --config=configs/cifar10_lt.py --workdir=runs/c10_fbl \
-        --config.data.root=/data/cifar10-lossless --config.loss.name=ce
+        --config.data.root=$HOME/data/cifar10 --config.loss.name=ce
 
 Restarting the same command resumes from the workdir's latest checkpoint; SIGTERM writes a
 checkpoint and exits 143. Bad input (an unknown config field, a missing data root) exits 2.

@@ -1,15 +1,18 @@
 """fbl-reproduce: the paper's tables from one command, on the hardware this machine has.
 
-    fbl-reproduce --plan paper --data-root DIR --out OUT [--datasets cifar10_lt,cifar100_lt]
-                  [--tables 2,4,5] [--seeds 3] [--budget 15m] [--dry-run]
+    fbl-reproduce --plan paper --data-root $HOME/data --out OUT [--datasets cifar10_lt,cifar100_lt]
+                  [--tables 2,4,5] [--methods ce,fbl] [--seeds 3] [--budget 15m] [--dry-run]
     fbl-reproduce --plan tiny --out OUT          # the same machinery on demo-sized work
     fbl-reproduce pack ...                       # data as split lists for an offline host
 
-DIR holds the lossless image folders (DIR/cifar10/{train,test}/..., DIR/cifar100/...) or their
-packed split lists (`fbl-reproduce pack`). The plan is printed with the runs of each stage and
+--data-root holds the lossless image folders as cifar10/ and cifar100/ ($HOME/data/cifar10 from
+`mkdir -p $HOME/data/cifar10 && tar -xzf cifar10-lossless.tar.gz -C $HOME/data/cifar10`, both
+CIFAR-100 parts extracted into $HOME/data/cifar100) or their packed split lists
+(`fbl-reproduce pack`). The plan is printed with the runs of each stage and
 an estimate from a short timing probe on this machine; stages then run in priority order until
-the budget is used, leaving checkpoints: the same command resumes. The report (OUT/report/:
-paper_comparison.md, fbl-report's tables and figures) is written at the end of every call.
+the budget is used (or a SIGTERM comes), leaving checkpoints: the same command resumes. The report
+(OUT/report/: paper_comparison.md, fbl-report's tables and figures) is written at the end of
+every call. docs/reproducing.md has the details.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", default="paper", help="paper (CIFAR-LT, the paper's protocol) | tiny")
     p.add_argument("--out", required=True, help="output folder; the same one resumes")
     p.add_argument(
-        "--data-root", default="", help="folder with cifar10/ and cifar100/ (plan paper)"
+        "--data-root",
+        default="",
+        help="folder with cifar10/ and cifar100/, e.g. $HOME/data (plan paper)",
     )
     p.add_argument("--datasets", default="", help="comma-separated; default: the plan's all")
     p.add_argument(
@@ -74,20 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# the archives of the project's shared data folder that fill each --data-root folder
+_ARCHIVES = {
+    "cifar10": "CIFAR-10 (cifar10-lossless.tar.gz)",
+    "cifar100": "CIFAR-100, both parts (cifar100-lossless-part1.tar.gz, -part2.tar.gz)",
+}
+
+
 def _data_overrides(plan: str, datasets: Sequence[str], data_root: str, out: pathlib.Path):
     from fbl_jax.reproduce.plan import DATASETS
 
     if plan == "tiny":
         return {}
     if not data_root:
-        raise ConfigError("--plan paper needs --data-root DIR (with cifar10/ and cifar100/)")
+        raise ConfigError(
+            "--plan paper needs --data-root DIR with cifar10/ and cifar100/ (e.g. $HOME/data)"
+        )
     overrides = {}
     for dataset in datasets:
         folder = pathlib.Path(data_root) / DATASETS[dataset][1]
         if not folder.is_dir():
+            archives = _ARCHIVES[DATASETS[dataset][1]]
             raise ConfigError(
-                f"{folder} does not exist: extract the lossless CIFAR archives there (README, "
-                "'Running the paper's protocols') or pack them with `fbl-reproduce pack`"
+                f"{folder} does not exist: extract the lossless {archives} into it (mkdir -p "
+                f"{folder} && tar -xzf ARCHIVE -C {folder}; README, 'Training on CIFAR-LT'), or "
+                "give --data-root a folder that `fbl-reproduce pack` wrote"
             )
         if _is_packed(folder):
             overrides[dataset] = {"packed": str(folder)}

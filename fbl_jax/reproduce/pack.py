@@ -1,7 +1,7 @@
 """Pack the exact CIFAR-LT training subsets, minivals and test set as split lists + image files.
 
-    fbl-reproduce pack --dataset cifar10_lt --root /data/cifar10-lossless --out DATA/cifar10
-    fbl-reproduce pack --dataset cifar100_lt --root /data/cifar100-lossless --out DATA/cifar100
+    fbl-reproduce pack --dataset cifar10_lt --root $HOME/data/cifar10 --out DATA/cifar10
+    fbl-reproduce pack --dataset cifar100_lt --root $HOME/data/cifar100 --out DATA/cifar100
 
 An offline GPU host may take only tens of MiB per transfer: the full lossless trees (50,000
 training images each) do not fit, the long-tailed subsets do. For each imbalance factor this
@@ -18,7 +18,7 @@ the overrides that make fbl-train / fbl-sweep read it:
         --config.data.test_list=DATA/cifar10/test.txt --config.data.list_is_subset=True \\
         --config.data.train_pool=False --config.data.imbalance_factor=100
 
-trains on the same images in the same order as `--config.data.root=/data/cifar10-lossless`;
+trains on the same images in the same order as `--config.data.root=$HOME/data/cifar10`;
 pack reads every packed split back and checks that (images, labels, order) before it returns,
 unless --no-check. `fbl-reproduce --data-root DATA` finds packed folders by their manifest.
 """
