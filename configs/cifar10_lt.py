@@ -32,9 +32,8 @@ optimizer.warmup_per_epoch existed (RESULTS.md) ramped per step instead:
 minival carved from the CIFAR training images the long-tailed subset did not use; the test set is
 the official 10,000. Evaluation every 10 epochs, and every epoch from epoch 160 (the first lr
 decay) on: the authors' code evaluates the test set after every epoch and prints the best
-("Best Prec@1"), a selection on the test set; metrics.jsonl keeps every test evaluation, so that
-selection can be read beside our last-epoch and best-on-minival numbers (fbl-report does not
-show it yet).
+("Best Prec@1"), a selection on the test set; fbl-reproduce's comparison shows it beside our
+last-epoch and best-on-minival numbers.
 """
 
 from fbl_jax.defaults import get_default_config
@@ -50,8 +49,8 @@ def get_config():
     # authors' best test epoch (their code's "Best Prec@1") all come from the same run
     c.eval_every_epoch_from = 160
     c.checkpoint_every_epochs = 5
-    # a sweep's runs (fbl-sweep, fbl-reproduce) in one process per core on the CPU
-    # (train/processes.py says why; the measurement is not in BENCHMARKS.md yet)
+    # a sweep's runs (fbl-sweep, fbl-reproduce) in one process per core on the CPU: two runs'
+    # epochs ~ a fifth faster than in one two-core process (BENCHMARKS.md, CPU-7)
     c.sweep_processes = 0
     c.model.name = "resnet32"
     c.loss.name = "fbl"
