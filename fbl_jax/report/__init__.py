@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.report.merge import merge_settings
 from fbl_jax.report.run_dir import NoReadableRunError, Run, load_run, unique_names
 from fbl_jax.report.tables import (
     DEFAULT_IGNORE_KEYS,
@@ -149,12 +150,14 @@ def make_report(
         seeds = [x for x in s["seeds"] if x is not None]
         if len(set(map(str, seeds))) != len(seeds):
             problems.append((", ".join(s["runs"]), f"same seed used twice in one setting: {seeds}"))
+    # figures and per-class tables: one line or row per method, its seeds merged
+    shown = merge_settings(runs, settings)
     drawn: list[pathlib.Path] = []
     if figures:
         from fbl_jax.report import plots as report_plots  # matplotlib only when drawing
 
         drawn = report_plots.plot_all(
-            runs,
+            shown,
             out,
             classes=classes,
             dpi=dpi,
@@ -175,8 +178,8 @@ def make_report(
         "",
     ]
     md += results_table(settings) if settings else ["No finished run (no `final` line)."]
-    md += ["", "## Per-class accuracy", ""]
-    for run in runs:
+    md += ["", "## Per-class accuracy", "", "Each method's seeds averaged class by class.", ""]
+    for run in shown:
         lines, written = per_class_section(run, out, max_inline_classes)
         md += lines
         files += written

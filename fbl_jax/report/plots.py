@@ -49,6 +49,11 @@ MAX_LEGEND_COLUMNS = 4
 MIN_AXES_HEIGHT = 1.3
 # Schedules are drawn from every train step; smooth ones (cosine) thinned to about this many stairs.
 MAX_SCHEDULE_POINTS = 4000
+# Series a panel shows at most (one colour each, none repeated); more go to further figures.
+MAX_SERIES = 8
+# Feature norms spanning more than this factor (a cosine head's beside a linear one's) get a
+# log axis, so the small ones are not flattened against zero.
+LOG_NORM_RATIO = 5.0
 # Runs on top of each other (same lr schedule) stay visible through their line styles.
 LINESTYLES = ("-", "--", ":", "-.")
 # Tick spacings an epoch or rank axis may use: 5, 10, 20 … rather than 6 or 8.
@@ -391,7 +396,7 @@ def draw_feature_norm_over_epochs(
         if len(ids) == 1:
             title += "\n" + next(iter(ids))[1]
         flat[i].set_title(title)
-    handles = []
+    handles, lines_of = [], {}
     for k, (run, pick) in enumerate(zip(runs, picks)):
         evals = [e for e in run.test_evals if e.get("feature_norm_per_class") is not None]
         epochs = [e.get("epoch", e.get("step")) for e in evals]
@@ -401,7 +406,10 @@ def draw_feature_norm_over_epochs(
             norms = [np.nan if v is None else v for v in norms]
             lines += flat[i].plot(epochs, norms, marker="o", markersize=3, color=f"C{k}")
             drawn[i] = drawn[i] or bool(evals)
+        lines_of[k] = lines
         handles.append(lines[0] if lines else plt.Line2D([], [], color=f"C{k}", marker="o"))
+    # the panels share y; one series per run, over its classes and epochs
+    _log_if_spread(flat[0], [[v for ln in lines_of[k] for v in ln.get_ydata()] for k in lines_of])
     for i, ax in enumerate(flat):
         if i >= panels:
             ax.set_visible(False)
@@ -433,6 +441,19 @@ def _per_class_figure(runs: Sequence[Run], figsize: Figsize, key: str, scale: fl
     return fig, axes[0, 0], series, grow
 
 
+def _log_if_spread(ax: Any, series: Sequence[Sequence[Any]]) -> None:
+    """A log y-axis where the series' medians differ by more than LOG_NORM_RATIO (one
+    method's norms far above the others'), so the small ones are not flattened together."""
+    medians = []
+    for values in series:
+        v = np.asarray([x for x in values if x is not None], dtype=float)
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size:
+            medians.append(float(np.median(v)))
+    if len(medians) > 1 and max(medians) / min(medians) > LOG_NORM_RATIO:
+        ax.set_yscale("log")
+
+
 def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any:
     """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
     fig, ax, series, grow = _per_class_figure(runs, figsize, "feature_norm_per_class")
@@ -444,6 +465,7 @@ def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any
         x = np.arange(len(y)) + (j - (len(series) - 1) / 2) * width_k
         style = {"linestyle": "none", "marker": "o", "markersize": 4 if small else 2}
         handles += ax.plot(x, y, color=f"C{k}", **style)
+    _log_if_spread(ax, [y for _, _, y in series])
     class_axes = {}
     if series:
         ticks = _class_axis(ax, runs, n)
@@ -673,6 +695,23 @@ def figure_size(figsize: Sequence[float] | None, width: float | None) -> Figsize
     return float(width)
 
 
+def series_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """The runs split for figures: by dataset and imbalance factor, then into parts of at most
+    MAX_SERIES in the order given (a plan lists each table's methods together)."""
+    by_data: dict[tuple, list[Run]] = {}
+    for run in runs:
+        data = run.config.get("data") or {}
+        key = (str(run.config.get("dataset_name") or data.get("root") or data.get("source")),
+               str(data.get("imbalance_factor")))  # fmt: skip
+        by_data.setdefault(key, []).append(run)
+    groups = []
+    for members in by_data.values():
+        count = math.ceil(len(members) / MAX_SERIES)
+        size = math.ceil(len(members) / count)  # parts of even size: 16 → 8 + 8, 9 → 5 + 4
+        groups += [members[i : i + size] for i in range(0, len(members), size)]
+    return groups
+
+
 def plot_all(
     runs: Sequence[Run],
     out: pathlib.Path,
@@ -688,13 +727,21 @@ def plot_all(
     only the width, each figure choosing its height.
     """
     size = figure_size(figsize, width)
-    figures = [
-        ("feature_norm_over_epochs", draw_feature_norm_over_epochs(runs, classes, size)),
-        ("feature_norm_distribution", draw_feature_norm_distribution(runs, size)),
-        ("per_class_accuracy", draw_per_class_accuracy(runs, size)),
-        ("schedules", draw_schedules(runs, size)),
-    ]
-    paths = [save_figure(fig, out / f"{stem}.png", dpi) for stem, fig in figures]
+    parts = series_groups(runs)
+    paths = []
+    for k, part in enumerate(parts, 1):
+        suffix = "" if len(parts) == 1 else f"_part{k}"
+        figures = [
+            ("feature_norm_over_epochs", draw_feature_norm_over_epochs(part, classes, size)),
+            ("feature_norm_distribution", draw_feature_norm_distribution(part, size)),
+            ("per_class_accuracy", draw_per_class_accuracy(part, size)),
+            ("schedules", draw_schedules(part, size)),
+        ]
+        for stem, fig in figures:
+            if len(parts) > 1:
+                fig.text(0.995, 0.995, f"part {k} of {len(parts)}", ha="right", va="top",
+                         fontsize=TICK_FONTSIZE)  # fmt: skip
+            paths.append(save_figure(fig, out / f"{stem}{suffix}.png", dpi))
     for run in runs:
         fig = draw_confusion(run, size)
         if fig is not None:

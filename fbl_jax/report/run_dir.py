@@ -166,9 +166,15 @@ def unique_names(paths: Sequence[pathlib.Path]) -> list[str]:
     return names
 
 
+# Greek letters of method labels (α(t), τ, γ …) spelled out in file names.
+GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "λ": "lambda", "τ": "tau", "Δ": "delta"}
+
+
 def safe_filename(name: str) -> str:
-    """A run name usable in file names (per_class_<run>.md, confusion_<run>.png)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    """A run or method name usable in file names (per_class_<run>.md, confusion_<run>.png)."""
+    for letter, word in GREEK.items():
+        name = name.replace(letter, word)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
