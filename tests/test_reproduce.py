@@ -88,12 +88,12 @@ def test_the_budget_is_a_deadline_that_requests_the_stop(tmp_path, monkeypatch):
     requests the stop, one not reached by the end of the stage or none (no budget) does not."""
     got = {}
 
-    def run_stages(stages, out, deadline):
+    def run_stages(stages, out, deadline, *estimates):
         got["deadline"] = deadline
         return {}
 
     monkeypatch.setattr(execute, "run_stages", run_stages)
-    monkeypatch.setattr(cli, "_describe", lambda stages, out: None)  # its timing probe: 10 s
+    monkeypatch.setattr(cli, "_describe", lambda stages, out: {})  # its timing probe: 10 s
     monkeypatch.setattr(cli, "time", types.SimpleNamespace(time=lambda: 1000.0))
     stage = "digits_lt_if10_table2_paper_form"
     base = ["--plan", "tiny", "--out", str(tmp_path), "--only", stage, "--no-figures"]
