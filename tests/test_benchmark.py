@@ -1,4 +1,8 @@
-"""fbl-bench: table and JSON output, the median throughput, synthetic counts, argument errors."""
+"""fbl-bench: table and JSON output, the median throughput, synthetic counts, argument errors.
+
+The timed runs read a scripted clock (each timed call takes the seconds listed here), so the
+throughputs they report are checked against values worked out by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import contextlib
 import io
 import json
 import math
-import statistics
 import sys
+import types
 
 import jax
 import pytest
@@ -25,11 +29,42 @@ def _run(argv: list[str], err: io.StringIO | None = None) -> tuple[dict, str]:
     return out, buf.getvalue()
 
 
+# Seconds of each call fbl-bench times, in order: per measurement the compiling call, 1 warm-up
+# and 3 timed calls.
+TRAIN_SECONDS = [9.0, 1.0, 0.5, 2.0, 0.25]  # 4 steps x 8 images: 64, 16, 128 img/s
+PIPELINE_SECONDS = [3.0, 0.5, 0.125, 0.5, 0.25]  # 8 images: 64, 16, 32 img/s
+EVAL_SECONDS = [2.0, 0.25, 0.0625, 0.25, 0.125]  # 8 images: 128, 32, 64 img/s
+
+
+class ScriptedClock:
+    """perf_counter whose readings, taken in (start, end) pairs around each call, are apart by
+    the next of `seconds`."""
+
+    def __init__(self, seconds: list[float]) -> None:
+        self.left, self.now, self.readings = list(seconds), 1000.0, 0
+
+    def __call__(self) -> float:
+        if self.readings % 2:
+            self.now += self.left.pop(0)
+        self.readings += 1
+        return self.now
+
+
+def _run_timed(argv: list[str], seconds: list[float], err: io.StringIO | None = None):
+    clock = ScriptedClock(seconds)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=clock))
+        result = _run(argv, err)
+    assert clock.left == [], "fewer timed calls than scripted"
+    return result
+
+
 @pytest.fixture(scope="module")
 def json_run_and_stderr() -> tuple[dict, str, str]:
     tf_before = "tensorflow" in sys.modules
     err = io.StringIO()
-    out, stdout = _run(TINY + ["--what", "all", "--json"], err)
+    seconds = TRAIN_SECONDS + PIPELINE_SECONDS + EVAL_SECONDS
+    out, stdout = _run_timed(TINY + ["--what", "all", "--json"], seconds, err)
     if not tf_before:  # the on-device path must not load TensorFlow
         assert "tensorflow" not in sys.modules
     return out, stdout, err.getvalue()
@@ -63,6 +98,12 @@ def test_progress_goes_to_stderr_from_the_start(json_run_and_stderr):
         assert mine[0].endswith("compiling (the first call) ...")
         assert "(compiling); 1 warm-up + 3 timed calls of ~" in mine[1] and "more" in mine[1]
         assert mine[2].endswith("img/s (median of 3 calls)")
+    train = [line for line in lines if line.startswith("fbl-bench: train ")]
+    # the scripted times: 9 s compiling, then the first timed call 0.5 s with 2 calls left
+    assert train[1].endswith(
+        ": first call 9.0 s (compiling); 1 warm-up + 3 timed calls of ~0.5 s: about 1.0 s more"
+    )
+    assert train[2].endswith(": 64.0 img/s (median of 3 calls)")
 
 
 def test_durations_read_as_a_person_would_say_them():
@@ -75,7 +116,7 @@ def test_durations_read_as_a_person_would_say_them():
 @pytest.fixture(scope="module")
 def table_run() -> tuple[dict, str]:
     # the CPU default of 4 steps per call: the JSON run's compiled train call, from the cache
-    return _run(TINY + ["--what", "train"])
+    return _run_timed(TINY + ["--what", "train"], TRAIN_SECONDS)
 
 
 def test_json_is_one_object_with_the_median_train_throughput(json_run):
@@ -96,19 +137,24 @@ def test_json_is_one_object_with_the_median_train_throughput(json_run):
     # by default it measures what fbl-train runs here: CPU_STEPS_PER_CALL steps per call
     k = defaults.CPU_STEPS_PER_CALL
     assert parsed["steps_per_call"] == train["steps_per_call"] == k
-    assert len(train["call_seconds"]) == 3 and train["images_per_call"] == 8 * k
-    per_call = [train["images_per_call"] / s for s in train["call_seconds"]]
-    expected = statistics.median(per_call)
-    assert parsed["train_images_per_s"] > 0
-    assert parsed["train_images_per_s"] == pytest.approx(expected, rel=1e-12)
-    assert train["min_images_per_s"] == pytest.approx(min(per_call), rel=1e-12)
-    assert train["max_images_per_s"] == pytest.approx(max(per_call), rel=1e-12)
-    assert train["ms_per_step"] == pytest.approx(1000 * 8 / expected, rel=1e-12)
+    assert k == 4 and train["images_per_call"] == 32
+    assert train["call_seconds"] == [0.5, 2.0, 0.25] and train["first_call_seconds"] == 9.0
+    # 32 images in 0.5, 2 and 0.25 s: 64, 16 and 128 img/s; 8 images a step at 64 img/s: 125 ms
+    assert parsed["train_images_per_s"] == pytest.approx(64.0, rel=1e-12)
+    assert train["min_images_per_s"] == pytest.approx(16.0, rel=1e-12)
+    assert train["max_images_per_s"] == pytest.approx(128.0, rel=1e-12)
+    assert train["ms_per_step"] == pytest.approx(125.0, rel=1e-12)
     # the real FBL train step ran: a finite loss near log(C) for a fresh 10-class network
     assert math.isfinite(train["last_loss"]) and 0 < train["last_loss"] < 20
-    for r in parsed["results"][1:]:
-        rates = [r["images_per_call"] / s for s in r["call_seconds"]]
-        assert r["images_per_s"] == pytest.approx(statistics.median(rates), rel=1e-12)
+    pipeline, evaluation = parsed["results"][1:]
+    # pipeline: 8 images in 0.125, 0.5, 0.25 s; eval: 8 in 0.0625, 0.25, 0.125 s
+    assert pipeline["call_seconds"] == [0.125, 0.5, 0.25]
+    for r, (median, low, high) in ((pipeline, (32, 16, 64)), (evaluation, (64, 32, 128))):
+        assert r["images_per_call"] == 8 and r["steps_per_call"] == 1
+        assert r["images_per_s"] == pytest.approx(median, rel=1e-12)
+        assert (r["min_images_per_s"], r["max_images_per_s"]) == pytest.approx((low, high))
+        assert r["ms_per_step"] == pytest.approx(1000 * 8 / median, rel=1e-12)
+    assert parsed["pipeline_images_per_s"] == pytest.approx(32.0, rel=1e-12)
     assert parsed["eval_images_per_s"] == parsed["results"][2]["images_per_s"]
 
 
@@ -129,24 +175,21 @@ def test_table_has_a_header_and_one_numeric_row_per_measurement(table_run):
         and row["feed"] == "device"
     )
     assert row["backend"] == f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
-    # K steps per call: 8K images per call, ms/step is 1/K of a call at the median rate
-    per_call = [8 * defaults.CPU_STEPS_PER_CALL / s for s in result["call_seconds"]]
-    median = statistics.median(per_call)
-    assert float(row["median img/s"]) == pytest.approx(median, abs=0.051)
-    assert float(row["min img/s"]) == pytest.approx(min(per_call), abs=0.051)
-    assert float(row["max img/s"]) == pytest.approx(max(per_call), abs=0.051)
-    assert float(row["ms/step"]) == pytest.approx(1000 * 8 / median, abs=0.0006)
-    assert float(row["min img/s"]) <= float(row["median img/s"]) <= float(row["max img/s"])
+    # the scripted 0.5, 2 and 0.25 s for 32 images: 64, 16, 128 img/s, 125 ms a step
+    assert (row["median img/s"], row["min img/s"], row["max img/s"]) == ("64.0", "16.0", "128.0")
+    assert row["ms/step"] == "125.000"
+    assert result["call_seconds"] == [0.5, 2.0, 0.25]
 
 
 def test_tf_pipeline_alone_reads_the_written_jpegs():
-    out, stdout = _run(TINY + ["--what", "pipeline", "--pipeline", "tf", "--tf-images", "16"])
+    argv = TINY + ["--what", "pipeline", "--pipeline", "tf", "--tf-images", "16"]
+    out, stdout = _run_timed(argv, PIPELINE_SECONDS)
     assert "| pipeline | tf |" in stdout
     (res,) = out["results"]
     assert (res["what"], res["feed"], res["tf_files"]) == ("pipeline", "tf", 16)
     assert out["train_images_per_s"] is None
-    rates = [8 / s for s in res["call_seconds"]]
-    assert out["pipeline_images_per_s"] == pytest.approx(statistics.median(rates), rel=1e-12)
+    # 8 images in the scripted 0.125, 0.5 and 0.25 s: 64, 16, 32 img/s
+    assert out["pipeline_images_per_s"] == pytest.approx(32.0, rel=1e-12)
 
 
 def test_summarize_from_hand_computed_timings():

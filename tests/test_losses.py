@@ -456,6 +456,85 @@ def test_make_loss_authors_code_form(batch):
     close(loss, np_ce(np_fbl_logits(z, f, lam, 0.25), y))
 
 
+def np_alpha(curriculum, t, total, offset):
+    """α(t) from the paper's Table 4 (r = t/T held in [0, 1]) and the authors' code (uncapped)."""
+    if curriculum == "authors_code":
+        return (t / (total - offset)) ** 2
+    r = min(max(t / total, 0.0), 1.0)
+    return {
+        "parabolic": r**2,
+        "linear": r,
+        "sine": math.sin(math.pi / 2 * r),
+        "cosine": 1 - math.cos(math.pi / 2 * r),
+        "linear_decrease": 1 - r,
+        "constant": 1.0,
+    }[curriculum]
+
+
+# (fbl_form, A, curriculum, α per epoch): every curriculum in the form the paper or the
+# authors' code pairs it with, and each form once with the other's curriculum.
+CURRICULUM_CASES = [
+    ("paper", 1.0, "parabolic", False),
+    ("paper", 1.0, "linear", False),
+    ("paper", 1.0, "sine", False),
+    ("paper", 1.0, "cosine", False),
+    ("paper", 1.0, "linear_decrease", False),
+    ("paper", 1.0, "constant", False),
+    ("authors_code", 60.0, "authors_code", False),
+    ("authors_code", 60.0, "authors_code", True),
+    ("authors_code", 30.0, "sine", True),
+    ("paper", 1.0, "authors_code", False),
+]
+
+
+@pytest.mark.parametrize(
+    "form, scale, curriculum, per_epoch", CURRICULUM_CASES, ids=lambda v: str(v)
+)
+def test_fbl_under_every_curriculum_matches_numpy(batch, form, scale, curriculum, per_epoch):
+    """make_loss (and the shared program formula) at several t of T = 200 (offset 10): α(t),
+    the loss and its gradients w.r.t. logits and features against the paper's formula in NumPy.
+    The t include a fraction (per-step α vs floor(t)), the last offset epochs (the authors'
+    α > 1, uncapped) and t > T (the paper's r held at 1)."""
+    z, f, y, _ = batch
+    total, offset = 200.0, 10.0
+    config = cfg(
+        name="fbl",
+        fbl_form=form,
+        fbl_scale=scale,
+        curriculum=curriculum,
+        curriculum_offset=offset,
+        alpha_per_epoch=per_epoch,
+    )
+    lam = np_lambda(COUNTS)
+    if form == "authors_code":
+        lam = lam / lam.max() * scale
+    loss_fn = losses.make_loss(config, COUNTS, total)
+    coeffs = {
+        k: jnp.asarray(v) for k, v in losses.program_coefficients(config, COUNTS, total).items()
+    }
+
+    def single(zz, ff, t):
+        return loss_fn(zz, ff, jnp.asarray(y), t)
+
+    def program(zz, ff, t):
+        return losses.program_loss(zz, ff, jnp.asarray(y), t, coeffs, total)
+
+    ts = (0.0, 37.5, 100.0, 163.3, 195.0, 230.0)
+    for fn in (single, program):
+        grad = jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)
+        (loss, aux), (gz, gf) = jax.vmap(grad, in_axes=(None, None, 0))(
+            f32(z), f32(f), jnp.asarray(ts, jnp.float32)
+        )
+        for i, t in enumerate(ts):
+            alpha = np_alpha(curriculum, math.floor(t) if per_epoch else t, total, offset)
+            where = f"{fn.__name__} at t={t}"
+            assert float(aux["alpha"][i]) == pytest.approx(alpha, rel=1e-5, abs=1e-7), where
+            close(loss[i], np_ce(np_fbl_logits(z, f, lam, alpha), y), rtol=1e-5)
+            want_z, want_f = np_fbl_grads(z, f, y, lam, alpha, None)
+            close(gz[i], want_z, rtol=1e-4, atol=1e-6)
+            close(gf[i], want_f, rtol=1e-4, atol=1e-6)
+
+
 def test_drw_switches_in_make_loss(batch):
     z, f, y, _ = batch
     z = np.tanh(z)

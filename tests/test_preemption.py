@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import subprocess
-import time
 
 import pytest
 from train_helpers import (
@@ -144,42 +143,45 @@ def test_kill_during_checkpoint_writes_resumes_to_the_same_final(tmp_path, refer
     assert result["final_equal"] and result["checksum_equal"]
 
 
-def _wait_for(predicate, proc, timeout=240.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"process ended early with {proc.returncode}: {proc.stdout.read()}"
-            )
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("timed out waiting")
+# fbl-train as its console script runs it, with SIGTERM sent to itself once the run has
+# trained the number of steps given as the first argument (its own flags follow).
+SIGTERM_AT_STEP = """
+import runpy, signal, sys
+from fbl_jax.train.runners import ProgramRunner
+at = int(sys.argv.pop(1))
+advance = ProgramRunner.advance
+def advance_then_sigterm(self, step, n, alive):
+    out = advance(self, step, n, alive)
+    if step + out[1] == at:
+        signal.raise_signal(signal.SIGTERM)
+    return out
+ProgramRunner.advance = advance_then_sigterm
+runpy.run_module("fbl_jax.cli.train", run_name="__main__", alter_sys=True)
+"""
 
 
 def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference):
-    """SIGTERM mid-epoch to fbl-train (exit 143, a checkpoint where it stopped), the same command
-    again: the uninterrupted run's parameters, exactly. The processes load the tiny run's
-    compiled programs from the suite's cache."""
+    """SIGTERM mid-epoch to fbl-train (here from inside it, after step 7: the same point every
+    time), exit 143 with a checkpoint where it stopped; the same command again: the
+    uninterrupted run's parameters, exactly. The processes load the tiny run's compiled
+    programs from the suite's cache."""
     env = subprocess_env()
     ref_step, ref_params = final_params(reference[0])
     assert ref_step == 2 * STEPS_PER_EPOCH
     termed = tmp_path / "termed"
     args = cli_args(termed, log_every_steps=1)
-    proc = subprocess.Popen(
-        args,
+    assert args[1:3] == ["-m", "fbl_jax.cli.train"]
+    stopped = subprocess.run(
+        [args[0], "-c", SIGTERM_AT_STEP, "7", *args[3:]],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        timeout=300,
     )
-    _wait_for(lambda: (termed / "metrics.jsonl").exists(), proc)
-    proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 143, out[-2000:]
-    assert "SIGTERM: checkpoint written at step" in out
-    stopped_at, _ = final_params(termed)
-    assert 0 < stopped_at < ref_step
+    out = stopped.stdout
+    assert stopped.returncode == 143, out[-2000:]
+    assert "SIGTERM: checkpoint written at step 7;" in out
+    assert final_params(termed)[0] == 7
     subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
     assert_trees_equal(final_params(termed)[1], ref_params)

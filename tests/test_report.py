@@ -376,17 +376,91 @@ def test_method_labels_are_readable(loss, decouple, expected):
     assert run_labels.method_name(config) == expected
 
 
-def test_different_loss_settings_never_share_a_label():
-    distinct = {json.dumps([loss, dec], sort_keys=True) for loss, dec, _ in LABELS}
-    labels = {expected for _, _, expected in LABELS}
-    # The hand-written table has one duplicate setting on purpose (missing fields = defaults).
-    assert len(labels) == len(distinct) - 1
+def _variants():
+    """Every loss kind alone, the authors' FBL, and each of those with one field changed from
+    its default (a bool flipped, every other choice, a number halved)."""
+    from fbl_jax.losses import registry
+
+    authors = {"fbl_form": "authors_code", "fbl_scale": 60.0, "curriculum": "authors_code"}
+    bases = [{"name": k.name} for k in registry.kinds()]
+    bases += [{"name": "fbl", **authors}, {"name": "fbl_drw", **authors}]
+    out = []
+    for base in bases:
+        out.append(base)
+        for field in registry.find_kind(base["name"]).fields:
+            value = base.get(field.name, field.default)
+            if isinstance(value, bool):
+                changed = [not value]
+            elif field.choices:
+                changed = [c for c in field.choices if c != value]
+            else:
+                changed = [value / 2]
+            out += [{**base, field.name: c} for c in changed]
+    return out
 
 
-def test_label_defaults_are_the_losses_defaults():
+def test_loss_settings_share_a_label_only_where_they_train_the_same_loss():
+    """A label hides no difference that matters: settings whose losses differ (on one batch at
+    epochs before, between and after the DRW starts, fractional for per-epoch α) never share a
+    label. Every field of every kind is varied, and the hand-written table's settings are added
+    (with their decoupling). The losses come from the shared program formula, all settings in
+    one compiled call (tests/test_losses.py checks it against NumPy)."""
+    import jax
+
     from fbl_jax import losses
 
-    assert run_labels.LOSS_DEFAULTS == losses.LOSS_DEFAULTS
+    rng = np.random.default_rng(0)
+    counts = np.array([500, 100, 30, 5])
+    z = np.tanh(rng.normal(size=(12, 4))).astype(np.float32)  # cosine logits suit every kind
+    f = rng.normal(size=(12, 6)).astype(np.float32)
+    y = np.arange(12) % 4
+    epochs = np.array([50.3, 120.2, 170.7, 198.4], np.float32)
+    settings = [(loss, None) for loss in _variants()] + [(l_, d) for l_, d, _ in LABELS]
+    coeffs = losses.stack_coefficients(
+        [losses.program_coefficients(loss, counts, 200) for loss, _ in settings]
+    )
+
+    def loss_at(h, epoch):
+        return losses.program_loss(z, f, y, epoch, h, 200)[0]
+
+    values = jax.jit(jax.vmap(jax.vmap(loss_at, (None, 0)), (0, None)))(coeffs, epochs)
+    values = np.round(np.asarray(values, np.float64), 5)
+    seen: dict[str, tuple] = {}
+    for (loss, decouple), row in zip(settings, values, strict=True):
+        config = {"loss": loss, **({"decouple": decouple} if decouple else {})}
+        label = run_labels.method_name(config)
+        signature = (row.tolist(), json.dumps(decouple, sort_keys=True))
+        if label in seen:
+            other, other_signature = seen[label]
+            assert signature == other_signature, f"{loss} and {other} share the label {label!r}"
+        seen[label] = (loss, signature)
+    assert len(seen) > 40
+
+
+# A kind written with every field of the default config (fbl-train's config.json) or with its
+# name alone: the label a reader expects, showing only what a paper names for that loss.
+DEFAULT_LABELS = {
+    "ce": "CE",
+    "focal": "Focal (γ=1.0)",
+    "cb": "CB (β=0.9999)",
+    "ldam": "LDAM",
+    "ldam_drw": "LDAM-DRW",
+    "la": "LA (τ=1.0)",
+    "balanced_softmax": "Balanced softmax",
+    "fbl": "FBL (paper form)",
+    "fbl_drw": "FBL-DRW (paper form)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_LABELS))
+def test_the_default_configs_loss_fields_are_the_labels_defaults(name):
+    from fbl_jax.defaults import get_default_config
+
+    loss = get_default_config().loss.to_dict()
+    assert {k for k in loss if k != "name"} >= {"fbl_scale", "curriculum", "cb_beta"}
+    loss["name"] = name
+    assert run_labels.method_name({"loss": loss}) == DEFAULT_LABELS[name]
+    assert run_labels.method_name({"loss": {"name": name}}) == DEFAULT_LABELS[name]
 
 
 def test_legend_labels_add_the_seed_only_where_methods_repeat(made):

@@ -1,13 +1,18 @@
 """fbl-reproduce: the tiny plan end to end (stages, decoupling, report beside the paper's
-numbers), a budget stop resumed to the uninterrupted records, and one-line errors."""
+numbers), a stop mid-stage resumed to the uninterrupted records, the budget's deadline, and
+one-line errors."""
 
 import json
+import time
+import types
 
 import pytest
 from train_helpers import final_params, read_records
 
-from fbl_jax.reproduce import cli, compare
+from fbl_jax.reproduce import cli, compare, execute
 from fbl_jax.reproduce.plan import build_plan
+from fbl_jax.train import preemption
+from fbl_jax.train.runners import ProgramRunner
 
 # A sweep stage, a one-run stage and a decoupling stage on the sweep's CE run: every kind of
 # stage the plans are made of (the whole tiny plan: BENCHMARKS.md, about 2 minutes).
@@ -54,16 +59,32 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
     assert "## Time on this machine" in text
 
 
-def test_a_budget_stop_and_a_rerun_end_like_one_call(tiny, tmp_path):
+STOP_AT = 7  # mid log interval (every 5 steps) and mid epoch (15 steps)
+
+
+def test_a_stop_mid_stage_and_a_rerun_end_like_one_call(tiny, tmp_path, monkeypatch):
+    """The stop the budget's deadline makes (preemption.request_stop), here once the stage has
+    trained STOP_AT steps: the stage is 'stopped' with a checkpoint at that step, and the same
+    command again ends with the uninterrupted stage's records and parameters."""
     stage = "digits_lt_if10_table2_paper_form"
     args = ["--plan", "tiny", "--out", str(tmp_path), "--tables", "2", "--only", stage]
     args.append("--no-figures")
-    assert cli.main([*args, "--budget", "1s"]) == 0  # SIGTERM at once: a checkpoint, a stop
+    advance = ProgramRunner.advance
+
+    def advance_then_stop(self, step, n, alive):
+        out = advance(self, step, n, alive)
+        if step + out[1] == STOP_AT:
+            preemption.request_stop()
+        return out
+
+    monkeypatch.setattr(ProgramRunner, "advance", advance_then_stop)
+    assert cli.main(args) == 0
+    monkeypatch.undo()
     state = json.loads((tmp_path / "stages.json").read_text())
     assert state[stage]["status"] == "stopped"
     run = tmp_path / "runs" / stage / "seed=0"
     stopped_at, _ = final_params(run)
-    assert 0 < stopped_at < 30
+    assert stopped_at == STOP_AT
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "stages.json").read_text())[stage]["status"] == "done"
     ref = tiny / "runs" / stage / "seed=0"
@@ -73,6 +94,36 @@ def test_a_budget_stop_and_a_rerun_end_like_one_call(tiny, tmp_path):
     ref_step, ref_params = final_params(ref)
     assert step == ref_step == 30
     assert json.dumps(jax_tree_list(params)) == json.dumps(jax_tree_list(ref_params))
+
+
+def test_the_budget_is_a_deadline_that_requests_the_stop(tmp_path, monkeypatch):
+    """--budget 15m: run_stages gets now + 900 s (a fixed clock here); a deadline already past
+    requests the stop, one not reached by the end of the stage or none (no budget) does not."""
+    got = {}
+
+    def run_stages(stages, out, deadline, *estimates):
+        got["deadline"] = deadline
+        return {}
+
+    monkeypatch.setattr(execute, "run_stages", run_stages)
+    monkeypatch.setattr(cli, "_describe", lambda stages, out: {})  # its timing probe: 10 s
+    monkeypatch.setattr(cli, "time", types.SimpleNamespace(time=lambda: 1000.0))
+    stage = "digits_lt_if10_table2_paper_form"
+    base = ["--plan", "tiny", "--out", str(tmp_path), "--only", stage, "--no-figures"]
+    assert cli.main([*base, "--budget", "15m"]) == 0
+    assert got["deadline"] == 1900.0
+    assert cli.main(base) == 0
+    assert got["deadline"] == float("inf")
+    with preemption.stop_scope() as stop:
+        with execute._Deadline(time.time() - 1.0):
+            assert stop.wait(60.0)  # at once: the deadline has passed
+    with preemption.stop_scope() as stop:
+        with execute._Deadline(time.time() + 3600.0) as deadline:
+            pass
+        assert not stop.is_set() and not deadline.thread.is_alive()
+        with execute._Deadline(float("inf")) as deadline:
+            assert deadline.thread.ident is None  # no budget: no timer at all
+        assert not stop.is_set()
 
 
 def jax_tree_list(tree):

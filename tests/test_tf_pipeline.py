@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fbl_jax.data import device_pipeline as dp
+from fbl_jax.data import samplers
+
 tf = aug = tp = None  # TensorFlow and the modules on it, imported by the fixture below
 
 
@@ -22,7 +25,8 @@ def _tensorflow():
     """Import TensorFlow (~6 s) in the test process that runs this file, not in every process
     that only collects it."""
     global tf, aug, tp
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf  # a test dependency (pip install -e '.[test]'): missing is a failure
+
     from fbl_jax.data import tf_augment as aug
     from fbl_jax.data import tf_pipeline as tp
 
@@ -155,9 +159,6 @@ def test_steps_per_epoch_uses_sampler_num_samples(files):
 
 
 def test_real_class_balanced_sampler_defines_the_batches(files):
-    samplers = pytest.importorskip(
-        "fbl_jax.data.samplers", reason="fbl_jax.data.samplers is not written yet"
-    )
     paths, labels = files
     sampler = samplers.make_sampler(
         "class_balanced", np.asarray(labels), np.bincount(labels), num_samples=36
@@ -377,11 +378,6 @@ def test_normalize_matches_formula():
 def test_cifar_augment_statistics_match_device_pipeline(files, pad, same):
     """Same images, both CIFAR augmentations: per-channel mean/std of the normalised outputs agree
     (and a TF pad of 2 instead of 4 is detected, so the check has teeth)."""
-    dp = pytest.importorskip(
-        "fbl_jax.data.device_pipeline",
-        reason="fbl_jax.data.device_pipeline (on-device augmentation) is not written yet",
-    )
-    samplers = pytest.importorskip("fbl_jax.data.samplers")
     paths, labels = files
     labels = np.asarray(labels)
     sampler = samplers.make_sampler("instance", labels, np.bincount(labels))
