@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.report.labels import method_name
 from fbl_jax.report.run_dir import Run
 
 AVERAGED_LISTS = ("per_class_accuracy", "feature_norm_per_class")
@@ -86,7 +87,9 @@ def merge_settings(runs: Sequence[Run], settings: Sequence[dict[str, Any]]) -> l
                 final=_merge_final(members) if len(members) > 1 else first.final,
             )
         )
-    for run in runs:
+    for run in runs:  # unfinished: by its method and seed too
         if run.name not in used:
-            merged.append(run)
+            seed = run.config.get("seed")
+            label = method_name(run.config) + ("" if seed is None else f", seed {seed}")
+            merged.append(dataclasses.replace(run, name=f"{label} (unfinished)"))
     return merged
