@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import logging
 import pathlib
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -166,6 +168,7 @@ def _human(seconds: float) -> str:
 def reproduce(args: argparse.Namespace) -> int:
     from fbl_jax.reproduce import compare
     from fbl_jax.reproduce.execute import run_stages, stage_done, stage_runs
+    from fbl_jax.reproduce.notes import same_formula_notes, tiny_plan_note
     from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
 
     out = pathlib.Path(args.out).absolute()
@@ -201,7 +204,12 @@ def reproduce(args: argparse.Namespace) -> int:
         from fbl_jax.report import make_report
 
         make_report(run_dirs, report_dir, figures=args.figures)
-    path = compare.write(compare.collect(stages, lambda s: stage_runs(s, out)), report_dir)
+    runs_of = functools.partial(stage_runs, out=out)
+    notes = [tiny_plan_note()] if args.plan == "tiny" else []
+    notes += same_formula_notes(stages, runs_of, compare.ROW_LABELS)
+    path = compare.write(compare.collect(stages, runs_of), report_dir, notes)
+    for note in notes:
+        print(textwrap.fill(f"note: {note}", 100, subsequent_indent="  "), flush=True)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
     if done < len(stages):
         print("rerun the same command to go on from the checkpoints", flush=True)

@@ -67,12 +67,16 @@ def _fmt(entry: dict[str, Any]) -> tuple[str, str, str]:
     return paper, ours, delta
 
 
-def write(entries: list[dict[str, Any]], out_dir: pathlib.Path) -> pathlib.Path:
-    """paper_comparison.md (a table per dataset, IF and table) and paper_comparison.json."""
+def write(
+    entries: list[dict[str, Any]], out_dir: pathlib.Path, notes: Sequence[str] = ()
+) -> pathlib.Path:
+    """paper_comparison.md (a table per dataset, IF and table) and paper_comparison.json;
+    `notes` (reproduce/notes.py) are paragraphs above the tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# The paper's numbers beside ours", "",
              f"Paper: {paper_numbers()['source']}", "",
              "Ours: test top-1 (%) at the last epoch, mean ± sample std over seeds (n seeds).", ""]  # fmt: skip
+    lines += [line for note in notes for line in (f"**Note.** {note}", "")]
     groups: dict[tuple, list] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["imbalance"], e["table"]), []).append(e)
