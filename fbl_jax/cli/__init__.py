@@ -148,19 +148,13 @@ def check_config_overrides(prog: str, argv: Sequence[str], flag: str, default_fi
 
 
 def start(argv: Sequence[str], distributed_config: Any) -> None:
-    """What every entry point does before its work: reject stray arguments, keep orbax's absl
-    logs at WARNING while fbl_jax reports at INFO, fast CPU flags, join hosts (jax.distributed)."""
-    import logging as std_logging
-
-    from absl import logging
-
+    """What every entry point does before its work (its logging is run_absl's): reject stray
+    arguments, fast CPU flags, join hosts (jax.distributed)."""
     from fbl_jax.cli import cpu_flags
     from fbl_jax.train import distributed
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
     cpu_flags.apply_fast_cpu_flags()
     distributed.maybe_initialize(distributed_config)
 
@@ -200,8 +194,10 @@ def run_absl(
 
     def guarded(args: list[str]) -> Any:
         from fbl_jax.cli import xla_cache
+        from fbl_jax.cli.logs import setup_logging
         from fbl_jax.train.preemption import stop_scope
 
+        setup_logging()  # after app.run installed absl's handler, which this replaces
         xla_cache.enable()
         try:
             with stop_scope():  # SIGTERM from here on: a clean stop at the next safe point

@@ -336,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input never shows a traceback: each problem with a run is one `fbl-report: problem:`
     line, and a failure ends in `fbl-report: error: ...` plus the fix.
     """
+    from fbl_jax.cli.logs import setup_logging
+
+    setup_logging()  # figures: matplotlib's and fontTools' INFO lines stay quiet
     args = build_parser().parse_args(argv)
     ignore = tuple(args.ignore_key) if args.ignore_key else DEFAULT_IGNORE_KEYS
     try:

@@ -18,7 +18,6 @@ import argparse
 import ast
 import functools
 import json
-import logging
 import pathlib
 import re
 import sys
@@ -29,7 +28,6 @@ from typing import Any
 
 from fbl_jax.defaults import ConfigError
 
-log = logging.getLogger("fbl_jax")
 PROG = "fbl-reproduce"
 
 
@@ -219,13 +217,11 @@ def reproduce(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from fbl_jax.cli import cpu_flags, xla_cache
+    from fbl_jax.cli.logs import setup_logging
 
+    setup_logging()
     cpu_flags.apply_fast_cpu_flags()
     xla_cache.enable()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
     if argv[:1] == ["pack"]:
         from fbl_jax.reproduce import pack
 
@@ -252,3 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
