@@ -32,6 +32,7 @@ import numpy as np
 
 from fbl_jax import defaults, losses
 from fbl_jax.cli import cpu_flags, xla_cache
+from fbl_jax.cli.logs import setup_logging
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.samplers import SAMPLER_NAMES, make_sampler
 from fbl_jax.models import MODEL_NAMES, get_model
@@ -475,6 +476,7 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def run() -> None:
+    setup_logging()
     cpu_flags.apply_fast_cpu_flags()  # FBL_JAX_FAST_CPU=0 measures without them
     xla_cache.enable()  # compile times are reported apart; the steady state is what is timed
     try:

@@ -73,6 +73,7 @@ SLOW_FILES = {
     "test_stop_phases.py": 24,
     "test_processes.py": 16,
     "test_bbn.py": 38,
+    "test_logs.py": 35,  # estimated from its CPU time (3 tiny runs in 6 processes)
     "test_report.py": 34,
     "test_reproduce.py": 30,
     "test_cli.py": 26,

@@ -60,6 +60,34 @@ def test_train_config_mistakes_are_one_line_and_leave_no_workdir(tmp_path, overr
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    "module, form",
+    [
+        ("train", "--config={}"),
+        ("train", "--config {}"),  # absl's other form
+        ("train", "--config={}:arg"),  # a config argument
+        ("sweep", "--config={}"),
+        ("decouple", "--config={}"),  # one with a default config file
+    ],
+)
+def test_a_missing_config_file_is_one_line_naming_the_configs(tmp_path, module, form):
+    workdir = tmp_path / "run"
+    config = form.format("configs/nonexistent.py").split()
+    out = _run(*config, f"--workdir={workdir}", module=f"fbl_jax.cli.{module}")
+    _assert_one_line_error(
+        out, f"fbl-{module}", "configs/nonexistent.py", "no such config file", "demo.py",
+        "cifar10_lt.py", "decouple.py",
+    )  # fmt: skip
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not workdir.exists()
+
+
+def test_a_mistyped_config_file_suggests_the_close_one(tmp_path):
+    out = _run("--config=configs/dmeo.py", f"--workdir={tmp_path / 'run'}", "--config.seed=1")
+    _assert_one_line_error(out, "fbl-train", "did you mean configs/demo.py?")
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_missing_data_root_names_the_field(tmp_path):
     workdir = tmp_path / "run"
     out = _run(f"--config={REPO / 'configs' / 'cifar10_lt.py'}", f"--workdir={workdir}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 import struct
 import subprocess
 import sys
@@ -889,3 +890,74 @@ def test_settings_that_look_alike_show_what_differs(tmp_path):
         {"optimizer.learning_rate": 0.1},
         {"optimizer.learning_rate": 0.05},
     ]
+
+
+def _sweep_folder(root: pathlib.Path, seeds=(0, 1), not_started=()) -> pathlib.Path:
+    """What fbl-sweep --set seed=... writes: sweep.json, timing files, one run per setting."""
+    folder = root / "sweep"
+    names = [f"seed={s}" for s in (*seeds, *not_started)]
+    for seed in seeds:
+        write_run(folder, f"seed={seed}", seed=seed, top1=(0.4, 0.5 + seed / 10))
+    runs = [{"name": n, "settings": {"seed": int(n[5:])}} for n in names]
+    spec = {"sets": [["seed", list(seeds)]], "runs": runs, "programs": [names]}
+    (folder / "sweep.json").write_text(json.dumps(spec))
+    (folder / "timing_program0.json").write_text("{}")
+    (folder / "timing_program0_seed1.json").write_text("{}")
+    return folder
+
+
+def _report(args, out: pathlib.Path, capsys) -> tuple[dict, str]:
+    assert report.main([*map(str, args), "--out", str(out), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return json.loads((out / "summary.json").read_text()), err
+
+
+def test_a_sweep_folder_stands_for_its_runs(tmp_path, capsys):
+    folder = _sweep_folder(tmp_path, not_started=(2,))
+    summary, err = _report([folder], tmp_path / "out", capsys)
+    assert [s["seeds"] for s in summary["settings"]] == [[0, 1]]
+    assert [r["name"] for r in summary["runs"]] == ["seed=0", "seed=1"]
+    # the run sweep.json lists but nobody started yet: named, one line
+    assert err.splitlines() == [
+        "fbl-report: problem: sweep/seed=2: listed in sweep.json, no run directory yet "
+        "(not started)"
+    ]
+
+
+def test_a_sweeps_own_files_are_skipped_quietly(tmp_path, capsys):
+    folder = _sweep_folder(tmp_path)
+    summary, err = _report(sorted(folder.iterdir()), tmp_path / "out", capsys)  # runs/sweep/*
+    assert err == ""
+    assert [s["seeds"] for s in summary["settings"]] == [[0, 1]]
+    assert "2 of 2 run directories read" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_run_given_twice_counts_once(tmp_path, capsys):
+    folder = _sweep_folder(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(folder / "seed=0")
+    again = [folder / "seed=0", folder / "seed=0", link, folder, folder / ".." / "sweep" / "seed=1"]
+    summary, err = _report(again, tmp_path / "out", capsys)
+    assert err == ""
+    assert [s["seeds"] for s in summary["settings"]] == [[0, 1]]  # not [0, 0, 0, 0, 1]
+    assert [r["name"] for r in summary["runs"]] == ["seed=0", "seed=1"]
+    # a copy of a finished run (same config, seed included, and final line) is that run too
+    copy = tmp_path / "copied" / "seed=0"
+    shutil.copytree(folder / "seed=0", copy)
+    summary, err = _report([folder, copy], tmp_path / "out2", capsys)
+    assert [s["seeds"] for s in summary["settings"]] == [[0, 1]]
+    assert err.splitlines() == [
+        "fbl-report: problem: seed=0-2: the same run as seed=0 (same config.json, seed included, "
+        "and final results): counted once"
+    ]
+
+
+def test_only_a_sweeps_own_files_is_one_clean_error(tmp_path, capsys):
+    folder = _sweep_folder(tmp_path)
+    args = [str(folder / "sweep.json"), str(folder / "timing_program0.json")]
+    assert report.main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "fbl-report: problem: (arguments): only a sweep's own files" in err
+    _assert_clean_error(err, "none of the 2 run directories could be read")
+    assert not (tmp_path / "out").exists()

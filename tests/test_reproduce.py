@@ -2,14 +2,18 @@
 numbers), a stop mid-stage resumed to the uninterrupted records, the budget's deadline, and
 one-line errors."""
 
+import contextlib
+import io
 import json
 import time
 import types
 
 import pytest
-from train_helpers import final_params, read_records
+from train_helpers import DEMO, final_params, read_records
 
+from fbl_jax.defaults import config_from_file
 from fbl_jax.reproduce import cli, compare, execute
+from fbl_jax.reproduce.notes import same_formula
 from fbl_jax.reproduce.plan import build_plan
 from fbl_jax.train import preemption
 from fbl_jax.train.runners import ProgramRunner
@@ -21,13 +25,21 @@ TABLE2 = ["ce", "fbl", "la", "balanced_softmax", "fbl_paper_form", "ce_tau_norm"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_call(tmp_path_factory):
+    """(OUT, what the call printed) of the tiny plan's Table 2 stages."""
     out = tmp_path_factory.mktemp("tiny")
     only = ",".join(f"digits_lt_if10_{s}" for s in ONLY)
     # tables only: the report's figures are tests/test_report.py's
     args = ["--plan", "tiny", "--out", str(out), "--tables", "2", "--only", only, "--no-figures"]
-    assert cli.main(args) == 0
-    return out
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert cli.main(args) == 0
+    return out, console.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_call):
+    return tiny_call[0]
 
 
 def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
@@ -57,6 +69,51 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
     times = json.loads((tiny / "stages.json").read_text())
     assert all(t["estimate_s"] > 0 and t["seconds"] > 0 for t in times.values())
     assert "## Time on this machine" in text
+
+
+def test_the_tiny_report_says_what_the_tiny_plan_is(tiny_call):
+    out, console = tiny_call
+    text = (out / "report/paper_comparison.md").read_text()
+    console = " ".join(console.split())  # the console wraps its notes
+    for where in (text, console):
+        for needle in ("two-epoch smoke test", "bundled digits", "mean nothing", "paper column"):
+            assert needle in where, (needle, where)
+
+
+def test_the_report_names_rows_that_are_one_formula(tiny_call, tiny):
+    out, console = tiny_call
+    text = (out / "report/paper_comparison.md").read_text()
+    same = [line for line in text.splitlines() if "one formula" in line]
+    assert len(same) == 1, text  # LA at τ = 1 and balanced softmax; CE and FBL are not
+    assert "Logit adjustment, here LA (τ=1.0), and Balanced softmax are one formula" in same[0]
+    assert "one formula" in console
+    rows = {e["row"]: e for e in json.loads((out / "report/paper_comparison.json").read_text())}
+    assert rows["la"]["mean"] == rows["balanced_softmax"]["mean"]  # what the note explains
+    la, bs = (
+        tiny / f"runs/digits_lt_if10_table2/seed=0,loss.name={n}"
+        for n in ("la", "balanced_softmax")
+    )
+    assert final_params(la)[1].keys() == final_params(bs)[1].keys()
+    assert jax_tree_list(final_params(la)[1]) == jax_tree_list(final_params(bs)[1])
+
+
+def test_one_formula_is_decided_by_the_loss_coefficients_not_by_names():
+    base = json.loads(config_from_file(DEMO).to_json())
+
+    def config(lr=0.1, seed=0, **loss):
+        c = json.loads(json.dumps(base))
+        c["loss"].update(loss)
+        c["optimizer"]["learning_rate"], c["seed"] = lr, seed
+        return c
+
+    tail = [100, 30, 10, 3]
+    la, bs = config(name="la", la_tau=1.0), config(name="balanced_softmax")
+    assert same_formula(la, bs, tail)
+    assert same_formula(la, config(name="balanced_softmax", seed=1), tail)  # seeds aside
+    assert not same_formula(config(name="la", la_tau=2.0), bs, tail)
+    assert not same_formula(la, config(name="balanced_softmax", lr=0.2), tail)
+    assert not same_formula(config(name="ce"), config(name="fbl"), tail)
+    assert not same_formula(config(name="ce"), la, tail)
 
 
 STOP_AT = 7  # mid log interval (every 5 steps) and mid epoch (15 steps)

@@ -66,30 +66,64 @@ def help_text(
             f"--{config_flag}.{example}. An unknown field is an error; tuples are written "
             "like --config.optimizer.decay_epochs='(160,180)'.",
         ]
-        if CONFIGS_DIR.is_dir():
-            names = sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
-            lines.append(f"Configs ({CONFIGS_DIR}): " + ", ".join(names))
+        if config_names():
+            lines.append(f"Configs ({CONFIGS_DIR}): " + ", ".join(config_names()))
     lines.append("All absl flags: --helpfull.")
     return "\n".join(lines)
+
+
+def config_names() -> list[str]:
+    """The config files in configs/ (NAME.py)."""
+    if not CONFIGS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in CONFIGS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def config_file_arg(argv: Sequence[str], flag: str, default_file: str | None):
+    """(the config file `argv` names, as given, or `default_file`; absl's `:ARG` or None)."""
+    path = default_file
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{flag}="):
+            path = arg[len(f"--{flag}=") :]
+        elif arg == f"--{flag}" and i + 1 < len(args):  # absl also takes `--config FILE`
+            path = args[i + 1]
+    config_arg = None
+    if path and not pathlib.Path(path).is_file() and ":" in path:  # absl's FILE.py:ARG form
+        path, config_arg = path.split(":", 1)
+    return path, config_arg
+
+
+def check_config_file(prog: str, argv: Sequence[str], flag: str, default_file: str | None):
+    """A --config file that does not exist: one line naming it and the configs there are (absl
+    would only fail when the program first reads the config, with a long traceback)."""
+    path, _ = config_file_arg(argv, flag, default_file)
+    if not path or pathlib.Path(path).is_file():
+        return
+    names = config_names()
+    try:
+        where = CONFIGS_DIR.relative_to(pathlib.Path.cwd())
+    except ValueError:
+        where = CONFIGS_DIR
+    close = difflib.get_close_matches(pathlib.Path(path).name, names, n=1)
+    hint = f"did you mean {where / close[0]}? " if close else ""
+    fail(
+        prog,
+        f"--{flag}={path}: no such config file (from {pathlib.Path.cwd()}); {hint}"
+        f"configs in {where}/: {', '.join(names) or 'none'}",
+    )
 
 
 def check_config_overrides(prog: str, argv: Sequence[str], flag: str, default_file: str | None):
     """Name an unknown `--config.a.b=` field (with close matches) before absl parses anything."""
     from fbl_jax.defaults import config_from_file
 
-    path = default_file
-    prefix = f"--{flag}="
-    for arg in argv[1:]:
-        if arg.startswith(prefix):
-            path = arg[len(prefix) :]
     overrides = [a for a in argv[1:] if a.startswith(f"--{flag}.")]
     if not overrides:
         return
+    path, config_arg = config_file_arg(argv, flag, default_file)
     if path is None:
         fail(prog, f"--{flag}=FILE is required before --{flag}.FIELD overrides")
-    config_arg = None
-    if not pathlib.Path(path).is_file() and ":" in path:  # absl's FILE.py:ARG form
-        path, config_arg = path.split(":", 1)
     try:
         config = config_from_file(path, config_arg)
     except FileNotFoundError as err:
@@ -114,19 +148,13 @@ def check_config_overrides(prog: str, argv: Sequence[str], flag: str, default_fi
 
 
 def start(argv: Sequence[str], distributed_config: Any) -> None:
-    """What every entry point does before its work: reject stray arguments, keep orbax's absl
-    logs at WARNING while fbl_jax reports at INFO, fast CPU flags, join hosts (jax.distributed)."""
-    import logging as std_logging
-
-    from absl import logging
-
+    """What every entry point does before its work (its logging is run_absl's): reject stray
+    arguments, fast CPU flags, join hosts (jax.distributed)."""
     from fbl_jax.cli import cpu_flags
     from fbl_jax.train import distributed
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger("fbl_jax").setLevel(std_logging.INFO)
     cpu_flags.apply_fast_cpu_flags()
     distributed.maybe_initialize(distributed_config)
 
@@ -147,6 +175,8 @@ def run_absl(
     flag that has a default file, and would raise there, outside any handler.
     """
     argv = list(sys.argv)
+    if config_flag and not any(a in HELP_ARGS for a in argv[1:]):
+        check_config_file(prog, argv, config_flag, default_config_file)
     if config_flag:
         check_config_overrides(prog, argv, config_flag, default_config_file)
     flag_names = define_flags()
@@ -164,8 +194,10 @@ def run_absl(
 
     def guarded(args: list[str]) -> Any:
         from fbl_jax.cli import xla_cache
+        from fbl_jax.cli.logs import setup_logging
         from fbl_jax.train.preemption import stop_scope
 
+        setup_logging()  # after app.run installed absl's handler, which this replaces
         xla_cache.enable()
         try:
             with stop_scope():  # SIGTERM from here on: a clean stop at the next safe point

@@ -10,7 +10,6 @@ configs/decouple.py; --method and --from override config.method and config.from_
 
 from __future__ import annotations
 
-import logging as std_logging
 import pathlib
 
 from absl import flags
@@ -39,8 +38,6 @@ def define_flags() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    if not std_logging.getLogger().handlers:
-        std_logging.basicConfig(level=std_logging.INFO, format="%(asctime)s %(message)s")
     config = FLAGS.config
     with config.unlocked():
         if FLAGS.method is not None:

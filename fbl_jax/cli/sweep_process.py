@@ -6,27 +6,23 @@ parent's pickled list of runs, work directory, timing file name and cores.
 
 from __future__ import annotations
 
-import logging
 import os
 import pathlib
 import pickle
 import sys
-
-log = logging.getLogger("fbl_jax")
 
 
 def main(spec_path: str) -> int:
     spec = pickle.loads(pathlib.Path(spec_path).read_bytes())
     os.sched_setaffinity(0, spec["cpus"])  # before JAX (imported below) sizes its thread pools
     from fbl_jax.cli import cpu_flags, xla_cache
+    from fbl_jax.cli.logs import setup_logging
+
+    setup_logging(label=",".join(name for name, _, _ in spec["runs"]))
+    cpu_flags.apply_fast_cpu_flags()
     from fbl_jax.train.loop import Run, train_program
     from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted, stop_scope
 
-    label = ",".join(name for name, _, _ in spec["runs"])
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{label}] %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
-    cpu_flags.apply_fast_cpu_flags()
     xla_cache.enable()
     runs = [Run(name, config, pathlib.Path(d)) for name, config, d in spec["runs"]]
     with stop_scope():

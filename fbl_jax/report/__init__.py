@@ -1,7 +1,11 @@
 """fbl-report: turn training run directories into a Markdown summary, summary.json and figures.
 
     fbl-report runs/ce_s0 runs/ce_s1 runs/fbl_s0 --out report/
+    fbl-report runs/c10_table4 --out report/     # a sweep folder: its runs
 
+A sweep folder (fbl-sweep's --workdir) stands for its run directories, and its own files
+(sweep.json, timing_*.json, as `runs/sweep/*` lists them) are skipped; a run named twice (the same
+directory by any path, or a copy: same config and final line) counts once.
 Runs whose config differs only in the seed (and run name / workdir) form one *setting*; the
 results table shows each setting's mean ± sample std over its finished seeds, in the shape of
 the paper's Tables 2/3. Anything that could not be read (missing files, unfinished runs,
@@ -24,7 +28,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from fbl_jax.report.merge import merge_settings
-from fbl_jax.report.run_dir import NoReadableRunError, Run, load_run, unique_names
+from fbl_jax.report.run_dir import (
+    NoReadableRunError,
+    Run,
+    expand_run_paths,
+    load_run,
+    same_run_key,
+    unique_names,
+)
 from fbl_jax.report.tables import (
     DEFAULT_IGNORE_KEYS,
     aggregate_settings,
@@ -125,12 +136,19 @@ def make_report(
     _check_args(run_dirs, dpi, figsize, width, max_inline_classes, classes)
     if figsize is None and width is None:
         figsize = DEFAULT_FIGSIZE
-    paths = [pathlib.Path(p) for p in run_dirs]
+    paths, problems = expand_run_paths(run_dirs)
     runs: list[Run] = []
-    problems: list[tuple[str, str]] = []
+    copies: dict[str, str] = {}  # same_run_key → the name of the run kept
     for path, name in zip(paths, unique_names(paths)):
         run, msgs = load_run(path, name)
         problems += [(name, m) for m in msgs]
+        key = None if run is None else same_run_key(run)
+        if key is not None and key in copies:
+            problems.append((name, f"the same run as {copies[key]} (same config.json, seed "
+                             "included, and final results): counted once"))  # fmt: skip
+            continue
+        if key is not None:
+            copies[key] = name
         if run is not None:
             runs.append(run)
     if not runs:
@@ -248,7 +266,11 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fbl-report", description=__doc__.split("\n")[0])
-    p.add_argument("run_dirs", nargs="+", help="training run directories (fbl-train workdirs)")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        help="run directories (fbl-train workdirs) or sweep folders (fbl-sweep workdirs)",
+    )
     p.add_argument("--out", required=True, help="output directory for summary.md and figures")
     p.add_argument(
         "--dpi",
@@ -317,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input never shows a traceback: each problem with a run is one `fbl-report: problem:`
     line, and a failure ends in `fbl-report: error: ...` plus the fix.
     """
+    from fbl_jax.cli.logs import setup_logging
+
+    setup_logging()  # figures: matplotlib's and fontTools' INFO lines stay quiet
     args = build_parser().parse_args(argv)
     ignore = tuple(args.ignore_key) if args.ignore_key else DEFAULT_IGNORE_KEYS
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import re
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from typing import Any
 
 RUN_FILES = ("config.json", "class_counts.json", "metrics.jsonl")
 RECORD_TYPES = ("train", "eval", "final")
+# What fbl-sweep writes beside its run directories (`fbl-report runs/sweep/*` names them too).
+SWEEP_FILES = re.compile(r"sweep\.json|timing_.*\.json")
 
 
 class NoReadableRunError(ValueError):
@@ -153,6 +156,66 @@ def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]
                     f"{run.num_classes} classes; run skipped"
                 ]
     return run, problems
+
+
+def expand_run_paths(
+    paths: Sequence[str | pathlib.Path],
+) -> tuple[list[pathlib.Path], list[tuple[str, str]]]:
+    """The run directories `paths` name, each once, and (name, problem) pairs.
+
+    A sweep folder (fbl-sweep's --workdir: sweep.json and a run directory per setting) stands
+    for its runs, in sweep.json's order; a sweep's own files (sweep.json, timing_*.json, as
+    `runs/sweep/*` lists them) are skipped. A directory named twice, or by two paths (a link,
+    `a/../a`, a sweep folder and one of its runs), is one run: kept where it first appears."""
+    out: list[pathlib.Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[object] = set()
+    for path in map(pathlib.Path, paths):
+        if SWEEP_FILES.fullmatch(path.name) and path.is_file():
+            continue
+        members = [path]
+        if path.is_dir() and (path / "sweep.json").is_file() and not (path / RUN_FILES[0]).exists():
+            members, missing = _sweep_members(path)
+            problems += [(f"{path.name}/{name}", "listed in sweep.json, no run directory yet "
+                          "(not started)") for name in missing]  # fmt: skip
+        for member in members:
+            key = _identity(member)
+            if key not in seen:
+                seen.add(key)
+                out.append(member)
+    if not out and not problems:
+        problems.append(("(arguments)", "only a sweep's own files (sweep.json, timing_*.json): "
+                         "give its folder or its run directories"))  # fmt: skip
+    return out, problems
+
+
+def _sweep_members(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
+    """(run directories, names of runs not started) of a sweep folder."""
+    try:
+        names = [r["name"] for r in _read_json(folder / "sweep.json")["runs"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        names = []
+    if not names:  # unreadable sweep.json: its subdirectories that hold a run
+        return sorted(d for d in folder.iterdir() if (d / RUN_FILES[0]).is_file()), []
+    found = [folder / n for n in names if (folder / n).is_dir()]
+    return found, [n for n in names if not (folder / n).is_dir()]
+
+
+def _identity(path: pathlib.Path) -> object:
+    """The same directory whatever the path to it: (device, inode), else the resolved path."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return str(path.resolve())
+
+
+def same_run_key(run: Run) -> str | None:
+    """Equal for copies of one finished run (same config, seed included, and same final record):
+    one run, not two seeds."""
+    if run.final is None:
+        return None
+    return json.dumps([run.config, run.final], sort_keys=True, default=str)
 
 
 def unique_names(paths: Sequence[pathlib.Path]) -> list[str]:

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
-import logging
 import pathlib
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from fbl_jax.defaults import ConfigError
 
-log = logging.getLogger("fbl_jax")
 PROG = "fbl-reproduce"
 
 
@@ -191,6 +191,7 @@ def _human(seconds: float) -> str:
 def reproduce(args: argparse.Namespace) -> int:
     from fbl_jax.reproduce import compare
     from fbl_jax.reproduce.execute import run_stages, stage_done, stage_runs
+    from fbl_jax.reproduce.notes import same_formula_notes, tiny_plan_note
     from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
 
     out = pathlib.Path(args.out).absolute()
@@ -226,9 +227,13 @@ def reproduce(args: argparse.Namespace) -> int:
         from fbl_jax.report import make_report
 
         make_report(run_dirs, report_dir, figures=args.figures)
+    runs_of = functools.partial(stage_runs, out=out)
+    notes = [tiny_plan_note()] if args.plan == "tiny" else []
+    notes += same_formula_notes(stages, runs_of, compare.ROW_LABELS)
     times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
-    entries = compare.collect(stages, lambda s: stage_runs(s, out))
-    path = compare.write(entries, report_dir, times)
+    path = compare.write(compare.collect(stages, runs_of), report_dir, times, notes)
+    for note in notes:
+        print(textwrap.fill(f"note: {note}", 100, subsequent_indent="  "), flush=True)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
     if done < len(stages):
         print("rerun the same command to go on from the checkpoints", flush=True)
@@ -238,13 +243,11 @@ def reproduce(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from fbl_jax.cli import cpu_flags, xla_cache
+    from fbl_jax.cli.logs import setup_logging
 
+    setup_logging()
     cpu_flags.apply_fast_cpu_flags()
     xla_cache.enable()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
     if argv[:1] == ["pack"]:
         from fbl_jax.reproduce import pack
 
@@ -271,3 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

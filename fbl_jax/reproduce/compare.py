@@ -111,9 +111,11 @@ def write(
     entries: list[dict[str, Any]],
     out_dir: pathlib.Path,
     stage_times: dict[str, dict[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> pathlib.Path:
     """paper_comparison.md (a table per dataset, IF and table; each stage's time beside its
-    estimate) and paper_comparison.json."""
+    estimate) and paper_comparison.json; `notes` (reproduce/notes.py) are paragraphs above the
+    tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# The paper's numbers beside ours", "",
              f"Paper: {paper_numbers()['source']}", "",
@@ -123,6 +125,7 @@ def write(
              "our honest selection); the **best test epoch** (the authors' code, like "
              "LDAM-DRW's and BBN's, evaluates the test set every epoch and reports the best: a "
              "selection on the test set, most likely what the paper's tables report).", ""]  # fmt: skip
+    lines += [line for note in notes for line in (f"**Note.** {note}", "")]
     groups: dict[tuple, list] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["imbalance"], e["table"]), []).append(e)

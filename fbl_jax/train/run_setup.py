@@ -23,6 +23,7 @@ from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_wei
 from fbl_jax.train import optimizer, steps
 
 log = logging.getLogger("fbl_jax")
+_CONV_SAID: set[tuple[str, str]] = set()  # the convolutions chosen (and why) logged so far
 
 
 def check_devices(global_batch: int, what: str = "config.batch_size") -> None:
@@ -59,7 +60,9 @@ def build_model(config: Any, num_classes: int):
     dtype = _compute_dtype(config)
     # runs saved before the option existed have no model.conv
     conv_impl, why = resolve_conv_impl(config.model.get("conv", "auto"), dtype)
-    log.info("convolutions: %s (%s)", {"xla": "XLA's", "onednn": "oneDNN's"}[conv_impl], why)
+    if (conv_impl, why) not in _CONV_SAID:  # once a process, not once a run or program
+        _CONV_SAID.add((conv_impl, why))
+        log.info("convolutions: %s (%s)", {"xla": "XLA's", "onednn": "oneDNN's"}[conv_impl], why)
     return get_model(
         config.model.name,
         num_classes,

@@ -27,18 +27,11 @@ from fbl_jax.train.runners import resolve_run_axis
 log = logging.getLogger("fbl_jax")
 
 
-def _logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    log.setLevel(logging.INFO)
-
-
 def train_and_evaluate(config: Any, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Train and evaluate as `config` says; resume from the latest checkpoint in `workdir`.
 
     Returns the final record (last and best-on-minival test metrics).
     """
-    _logging()
     check_run_config(config)
     workdir = pathlib.Path(workdir)
     finals = train_program([Run(workdir.name, config, workdir)], workdir)
@@ -58,7 +51,6 @@ def train_sweep(
 
 
 def _train_sweep(base_config, sets, workdir: pathlib.Path, extend: bool):
-    _logging()
     workdir = pathlib.Path(workdir)
     runs = expand(base_config, sets)
     programs = group_programs(runs)
