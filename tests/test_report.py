@@ -209,23 +209,26 @@ def test_results_table_mean_and_sample_std(made):
 def test_per_class_table_ordered_by_training_count(made):
     out, rep, info = made
     md = (out / "summary.md").read_text()
-    block = _section(md, "Per-class accuracy").split("### ce_s1\n", 1)[1]
-    rows = _table(block)
-    last = info["ce_s1"][1][-1]
+    # one table per method, named by it: CE's two seeds averaged class by class
+    section = _section(md, "Per-class accuracy")
+    assert "### ce_s" not in section and "### CE, seed 2 (unfinished)" in section
+    rows = _table(section.split("### CE (2 seeds)\n", 1)[1])
+    both = [info[n][1][-1]["per_class_accuracy"] for n in ("ce_s0", "ce_s1")]
     assert [int(r["Class id"]) for r in rows] == ORDER
     assert [r["Class"] for r in rows] == [NAMES[c] for c in ORDER]
     assert [int(r["Train count"]) for r in rows] == [COUNTS[c] for c in ORDER]
-    expected = [f"{100 * last['per_class_accuracy'][c]:.2f}" for c in ORDER]
+    expected = [f"{100 * (both[0][c] + both[1][c]) / 2:.2f}" for c in ORDER]
     assert [r["Top-1 last (%)"] for r in rows] == expected
-    assert (out / "per_class_ce_s1.csv").read_text().splitlines()[1].startswith("1,1,dog,500,")
+    first = (out / "per_class_CE_2_seeds.csv").read_text().splitlines()[1]
+    assert first.startswith(f"1,1,dog,500,{expected[0]},")
 
 
 def test_long_per_class_table_goes_to_linked_file(runs, tmp_path):
     _, dirs, info = runs
     report.make_report(dirs[:1], tmp_path, max_inline_classes=3, figures=False)
     md = (tmp_path / "summary.md").read_text()
-    assert "](per_class_ce_s0.md)" in md
-    rows = _table((tmp_path / "per_class_ce_s0.md").read_text())
+    assert "](per_class_CE.md)" in md  # one seed: the method's name alone
+    rows = _table((tmp_path / "per_class_CE.md").read_text())
     assert [int(r["Train count"]) for r in rows] == [500, 30, 30, 5]
 
 
@@ -263,13 +266,12 @@ def test_figures_are_pngs_of_the_requested_size(made, runs, tmp_path):
         "feature_norm_distribution",
         "per_class_accuracy",
         "schedules",
-        "confusion_ce_s0",
-        "confusion_ce_s1",
-        "confusion_broken",
+        "confusion_CE_2_seeds",  # the two seeds' confusions summed
+        "confusion_CE_seed_2_unfinished",
     ]
     for name in figures:
         assert _png_size(out / f"{name}.png") == (800, 500), name
-    assert not (out / "confusion_fbl_s0.png").exists()  # no confusion logged for this run
+    assert not list(out.glob("confusion_FBL*"))  # no confusion logged for this run
     _, dirs, _ = runs
     report.make_report(dirs[2:3], tmp_path, dpi=30, figsize=(4, 3), classes=[3, 1])
     assert _png_size(tmp_path / "feature_norm_over_epochs.png") == (120, 90)
@@ -281,9 +283,8 @@ FIGURES = (
     "feature_norm_distribution",
     "per_class_accuracy",
     "schedules",
-    "confusion_ce_s0",
-    "confusion_ce_s1",
-    "confusion_broken",
+    "confusion_CE_2_seeds",
+    "confusion_CE_seed_2_unfinished",
 )
 
 
@@ -731,7 +732,7 @@ def test_width_option_sets_every_figure_width(runs, tmp_path):
     _, dirs, _ = runs
     report.make_report(dirs[:3], tmp_path, width="5", dpi=40)
     pngs = list(tmp_path.glob("*.png"))
-    assert len(pngs) == 6
+    assert len(pngs) == 5  # 4 figures, CE's confusion (its 2 seeds in one); FBL logged none
     for png in pngs:
         w, h = _png_size(png)
         assert w == 5 * 40, png.name
