@@ -57,7 +57,7 @@ setup(
             "fbl-train=fbl_jax.cli.train:run",
             "fbl-report=fbl_jax.report:run",
             "fbl-decouple=fbl_jax.cli.decouple:run",
-            "fbl-bench=fbl_jax.benchmark:run",
+            "fbl-bench=fbl_jax.cli.bench:run",
             "fbl-sweep=fbl_jax.cli.sweep:run",
             "fbl-reproduce=fbl_jax.reproduce.cli:run",
         ]

@@ -52,7 +52,7 @@ def main() -> int:
     import numpy as np
 
     from fbl_jax import defaults
-    from fbl_jax.benchmark import synthetic_class_counts
+    from fbl_jax.cli.bench import synthetic_class_counts
     from fbl_jax.data.device_pipeline import DevicePipeline
     from fbl_jax.data.samplers import make_sampler
     from fbl_jax.train import optimizer

@@ -17,9 +17,9 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-
-class ConfigError(ValueError):
-    """A config field is unknown or impossible; the message names the field and the fix."""
+# Defined in fbl_jax/errors.py (which imports nothing of the package, so the losses raise it
+# without importing this module back); `from fbl_jax.defaults import ConfigError` stays valid.
+from fbl_jax.errors import ConfigError
 
 
 def get_default_config() -> ml_collections.ConfigDict:

@@ -16,7 +16,8 @@ import types
 import jax
 import pytest
 
-from fbl_jax import benchmark, defaults
+from fbl_jax import defaults
+from fbl_jax.cli import bench
 
 TINY = ["--model", "resnet8", "--image-size", "16", "--batch-size", "8", "--num-images", "32"]
 TINY += ["--steps", "3", "--warmup", "1"]
@@ -25,7 +26,7 @@ TINY += ["--steps", "3", "--warmup", "1"]
 def _run(argv: list[str], err: io.StringIO | None = None) -> tuple[dict, str]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err or io.StringIO()):
-        out = benchmark.main(argv)
+        out = bench.main(argv)
     return out, buf.getvalue()
 
 
@@ -107,10 +108,10 @@ def test_progress_goes_to_stderr_from_the_start(json_run_and_stderr):
 
 
 def test_durations_read_as_a_person_would_say_them():
-    assert benchmark.fmt_duration(0.0123) == "12 ms"
-    assert benchmark.fmt_duration(2.44) == "2.4 s"
-    assert benchmark.fmt_duration(42.4) == "42 s"
-    assert benchmark.fmt_duration(108) == "1 min 48 s"
+    assert bench.fmt_duration(0.0123) == "12 ms"
+    assert bench.fmt_duration(2.44) == "2.4 s"
+    assert bench.fmt_duration(42.4) == "42 s"
+    assert bench.fmt_duration(108) == "1 min 48 s"
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_table_has_a_header_and_one_numeric_row_per_measurement(table_run):
     out, stdout = table_run
     lines = [line for line in stdout.strip().splitlines() if line.strip()]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-    assert cells[0] == list(benchmark.COLUMNS)
+    assert cells[0] == list(bench.COLUMNS)
     assert set(cells[1]) == {"---"}
     rows = cells[2:]
     assert len(rows) == len(out["results"]) == 1
@@ -193,13 +194,13 @@ def test_tf_pipeline_alone_reads_the_written_jpegs():
 
 
 def test_summarize_from_hand_computed_timings():
-    res = benchmark.summarize("train", "device", 5.0, [0.1, 0.2, 0.4], images_per_call=8, k=2)
+    res = bench.summarize("train", "device", 5.0, [0.1, 0.2, 0.4], images_per_call=8, k=2)
     # rates 80, 40, 20 images/s; median 40 -> 4 images per step take 100 ms
     assert res["images_per_s"] == pytest.approx(40.0)
     assert res["min_images_per_s"] == pytest.approx(20.0)
     assert res["max_images_per_s"] == pytest.approx(80.0)
     assert res["ms_per_step"] == pytest.approx(100.0)
-    even = benchmark.summarize("eval", "device", 0.0, [0.1, 0.2, 0.4, 0.8], images_per_call=8)
+    even = bench.summarize("eval", "device", 0.0, [0.1, 0.2, 0.4, 0.8], images_per_call=8)
     assert even["images_per_s"] == pytest.approx((40.0 + 20.0) / 2)
 
 
@@ -207,15 +208,15 @@ def test_synthetic_class_counts_follow_the_exp_profile():
     n, c, imb = 10_000, 10, 100.0
     weights = [imb ** (-i / (c - 1)) for i in range(c)]
     ideal = [n * w / sum(weights) for w in weights]
-    counts = benchmark.synthetic_class_counts(n, c, imb).tolist()
+    counts = bench.synthetic_class_counts(n, c, imb).tolist()
     assert sum(counts) == n
     assert counts[1:] == [math.floor(x) for x in ideal[1:]]  # the head takes the remainder
     assert counts[0] - math.floor(ideal[0]) == n - sum(math.floor(x) for x in ideal)
     # few images for many classes: every class keeps one image, the total is still exact
-    small = benchmark.synthetic_class_counts(60, 50, 100.0).tolist()
+    small = bench.synthetic_class_counts(60, 50, 100.0).tolist()
     assert sum(small) == 60 and min(small) == 1
     assert small == sorted(small, reverse=True)
-    assert benchmark.synthetic_class_counts(30, 3, 1.0).tolist() == [10, 10, 10]
+    assert bench.synthetic_class_counts(30, 3, 1.0).tolist() == [10, 10, 10]
 
 
 @pytest.mark.parametrize(
@@ -232,13 +233,13 @@ def test_synthetic_class_counts_follow_the_exp_profile():
 )
 def test_bad_arguments_raise_clear_errors(argv, message):
     with pytest.raises(ValueError, match=message):
-        benchmark.main(argv)
+        bench.main(argv)
 
 
 def test_console_script_reports_errors_with_exit_code_2(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["fbl-bench", "--model", "vgg16"])
     with pytest.raises(SystemExit) as exc:
-        benchmark.run()
+        bench.run()
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "fbl-bench: error: unknown --model 'vgg16'" in err and "resnet50" in err

@@ -117,7 +117,7 @@ def test_decouple_mistakes_are_one_line(tmp_path):
 
 
 def test_bench_mistake_is_one_line():
-    out = _run("--model", "resnet33", module="fbl_jax.benchmark")
+    out = _run("--model", "resnet33", module="fbl_jax.cli.bench")
     _assert_one_line_error(out, "fbl-bench", "--model", "resnet32")
 
 

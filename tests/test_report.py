@@ -6,6 +6,7 @@ std, percent with 2 decimals), never by calling the report's own helpers.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import pathlib
@@ -69,10 +70,12 @@ def write_run(
     few=0.1,
     truncated_tail=False,
     config_extra=None,
+    train_records=None,
 ):
     """A run directory: 2 epochs of train records, test+minival evals, and a final line.
 
-    `config_extra` replaces top-level config entries (num_epochs, optimizer, a loss section)."""
+    `config_extra` replaces top-level config entries (num_epochs, optimizer, a loss section);
+    `train_records` (a list of dicts) replaces the train records."""
     d = pathlib.Path(root) / name
     d.mkdir(parents=True)
     config = {
@@ -95,21 +98,22 @@ def write_run(
     (d / "class_counts.json").write_text(json.dumps({"counts": COUNTS, "class_names": NAMES}))
     rng = np.random.default_rng(seed + 10 * len(loss))
     cm = rng.integers(0, 20, size=(4, 4)).tolist() if confusion else None
-    lines = []
+    lines = [] if train_records is None else [{"type": "train", **r} for r in train_records]
     tests = []
     for i, t1 in enumerate(top1):
         step, epoch = 10 * (i + 1), float(i + 1)
-        lines.append(
-            {
-                "type": "train",
-                "step": step,
-                "epoch": epoch,
-                "loss": 1.0 / (i + 1),
-                "lr": lr / (i + 1),
-                "alpha": (epoch / 2) ** 2,
-                "images_per_s": 1e3,
-            }
-        )
+        if train_records is None:
+            lines.append(
+                {
+                    "type": "train",
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": 1.0 / (i + 1),
+                    "lr": lr / (i + 1),
+                    "alpha": (epoch / 2) ** 2,
+                    "images_per_s": 1e3,
+                }
+            )
         acc = np.round(rng.uniform(0, 1, 4), 4)
         norms = np.round(rng.uniform(1, 10, 4), 4)
         rec = _eval(step, epoch, "test", acc, norms, cm, few=few)
@@ -527,26 +531,41 @@ def test_learning_rate_on_a_log_axis(figures):
 
 
 def _value_at(line, x):
-    """The value a steps-post line shows at x: the y of the last point at or left of x."""
-    assert line.get_drawstyle() == "steps-post"
+    """The value a steps-pre line shows at x: the y of the first point at or right of x."""
+    assert line.get_drawstyle() == "steps-pre"
     xs, ys = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
-    return ys[np.searchsorted(xs, x, side="right") - 1]
+    assert xs[0] < x <= xs[-1]
+    return ys[np.searchsorted(xs, x, side="left")]
 
 
-STAIRCASE_OPTIMIZER = {
-    "learning_rate": 0.1,
-    "schedule": "step",
-    "warmup_epochs": 1.0,
-    "warmup_per_epoch": False,
-    "decay_epochs": [3, 5],
-    "decay_multipliers": [0.1, 0.01],
-}
+# 6 epochs of 10 steps, logged every 5 steps as the loop logs them: a record at step s carries
+# the lr and α of step s - 1, its interval's last. The lr: a per-step warm-up over the first
+# epoch, then 0.1, ×0.1 from epoch 3 (step 30) and ×0.01 from epoch 5; α: the authors'
+# curriculum with α per epoch, (floor(epoch) / (6 − 1.5))², for FBL, 0 for CE.
+LOG_STEPS = np.arange(5, 61, 5)
+
+
+def _lr_of_step(s):
+    return 0.1 * (1 + s) / 10 if s < 10 else 0.1 if s < 30 else 0.01 if s < 50 else 0.001
+
+
+def _schedule_records(fbl):
+    return [
+        {
+            "step": int(s),
+            "epoch": s / 10,
+            "loss": 1.0,
+            "lr": _lr_of_step(s - 1),
+            "alpha": (((s - 1) // 10) / 4.5) ** 2 if fbl else 0.0,
+            "images_per_s": 1e3,
+        }
+        for s in LOG_STEPS
+    ]
 
 
 @pytest.fixture
 def schedule_runs(tmp_path):
-    """6-epoch runs of 10 steps an epoch (train records at steps 10, 20: epochs 1, 2)."""
-    common = {"num_epochs": 6, "optimizer": STAIRCASE_OPTIMIZER}
+    """Two 6-epoch runs (FBL in the authors' form, CE) with the records above."""
     fbl_loss = {
         "name": "fbl",
         "fbl_form": "authors_code",
@@ -556,47 +575,75 @@ def schedule_runs(tmp_path):
         "alpha_per_epoch": True,
     }
     dirs = [
-        write_run(tmp_path, "fbl", config_extra={**common, "loss": fbl_loss})[0],
-        write_run(tmp_path, "ce", seed=1, config_extra=common)[0],
+        write_run(
+            tmp_path,
+            "fbl",
+            config_extra={"num_epochs": 6, "loss": fbl_loss},
+            train_records=_schedule_records(fbl=True),
+        )[0],
+        write_run(
+            tmp_path,
+            "ce",
+            seed=1,
+            config_extra={"num_epochs": 6},
+            train_records=_schedule_records(fbl=False),
+        )[0],
     ]
     return [run_dir.load_run(d, d.name)[0] for d in dirs]
 
 
-def test_schedules_are_the_schedule_functions_drawn_as_stairs(schedule_runs):
+def test_schedules_are_the_logged_values(schedule_runs):
     fig = report_plots.draw_schedules(schedule_runs, (8, 5))
     ax_lr, ax_alpha = fig.axes
-    steps = np.arange(60)
-    # By hand: warm-up 0.1·(1 + s)/10 over the first epoch's 10 steps, then 0.1, then ×0.1 from
-    # epoch 3 (step 30) and ×0.01 from epoch 5 (step 50), multipliers of the base lr.
-    want_lr = np.select(
-        [steps < 10, steps < 30, steps < 50], [0.1 * (1 + steps) / 10, 0.1, 0.01], 0.001
-    )
-    # The authors' curriculum with α per epoch: (floor(epoch) / (T − offset))², CE: 0.
-    want_alpha = (np.floor(steps / 10) / (6 - 1.5)) ** 2
-    for line in ax_lr.lines:
-        shown = [_value_at(line, (s + 0.5) / 10) for s in steps]  # mid-step
-        np.testing.assert_allclose(shown, want_lr, rtol=1e-6)
-        assert line.get_xdata()[-1] == 6  # the last stair reaches the end of training
-    for e in (3, 5):  # a drop at the decay epoch itself, not a slope between logged points
-        before, at = _value_at(ax_lr.lines[0], e - 0.01), _value_at(ax_lr.lines[0], e)
-        assert at == pytest.approx(before / 10, rel=1e-6)
+    epochs = LOG_STEPS / 10
+    for run, lr_line, alpha_line in zip(schedule_runs, ax_lr.lines, ax_alpha.lines):
+        for line, key in ((lr_line, "lr"), (alpha_line, "alpha")):
+            logged = [r[key] for r in run.train]
+            # A point at every record (its marker), at the record's epoch, with its value...
+            np.testing.assert_array_equal(line.get_xdata()[1:], epochs)
+            np.testing.assert_array_equal(line.get_ydata()[1:], logged)
+            assert line.get_xdata()[0] == 0  # ... the first interval from the start of training
+            # ... each value held over the interval its record ends.
+            for k, value in enumerate(logged):
+                low = epochs[k - 1] if k else 0.0
+                for x in (low + 0.01, (low + epochs[k]) / 2, epochs[k]):
+                    assert _value_at(line, x) == value
+    lr = ax_lr.lines[0]
+    for e in (3, 5):  # a step decay drops at its epoch, where a log interval starts
+        assert _value_at(lr, e + 0.01) == pytest.approx(_value_at(lr, e) / 10, rel=1e-6)
     fbl, ce = ax_alpha.lines
-    shown = [_value_at(fbl, (s + 0.5) / 10) for s in steps]
-    np.testing.assert_allclose(shown, want_alpha, rtol=1e-6)
-    assert _value_at(fbl, 2.99) == _value_at(fbl, 2.0) < _value_at(fbl, 3.0)  # one stair an epoch
+    assert _value_at(fbl, 2.0) < _value_at(fbl, 2.01) == _value_at(fbl, 3.0)  # a stair an epoch
     assert not np.any(ce.get_ydata())
     assert [t.get_text() for t in fig.legends[0].get_texts()][1] == "CE"
     report_plots.plt.close(fig)
 
 
-def test_schedules_fall_back_to_the_logged_values(tmp_path):
-    bad = {"num_epochs": 2, "optimizer": {"learning_rate": 0.1, "schedule": "exotic"}}
-    d, _ = write_run(tmp_path, "odd", config_extra=bad)
+def test_schedules_need_no_more_than_the_records(tmp_path):
+    # A schedule no optimizer of this version knows, and no loss section: the records suffice.
+    odd = {"num_epochs": 2, "optimizer": {"learning_rate": 0.1, "schedule": "exotic"}}
+    d, _ = write_run(tmp_path, "odd", config_extra=odd)
+    (d / "config.json").write_text(json.dumps({"num_epochs": 2}))
     run = run_dir.load_run(d, d.name)[0]
     fig = report_plots.draw_schedules([run], (8, 5))
-    assert list(fig.axes[0].lines[0].get_ydata()) == [0.1, 0.05]  # lr / (i + 1) as logged
-    assert fig.legends[0].get_texts()[0].get_text().endswith("(logged)")
+    ax_lr, ax_alpha = fig.axes
+    assert list(ax_lr.lines[0].get_ydata()[1:]) == [0.1, 0.05]  # lr / (i + 1) as logged
+    assert list(ax_alpha.lines[0].get_ydata()[1:]) == [0.25, 1.0]  # (epoch / 2)² as logged
     report_plots.plt.close(fig)
+    # A run without lr/α records: no line, no legend entry, "no data" on both panels.
+    d, _ = write_run(tmp_path, "bare", train_records=[{"step": 10, "epoch": 1.0, "loss": 1.0}])
+    fig = report_plots.draw_schedules([run_dir.load_run(d, d.name)[0]], (8, 5))
+    assert not any(ax.lines for ax in fig.axes) and not fig.legends
+    assert all("no data" in [t.get_text() for t in ax.texts] for ax in fig.axes)
+    report_plots.plt.close(fig)
+
+
+def test_plots_import_nothing_outside_the_report():
+    """The figures are drawn from the run directory alone, not by rebuilding training's code."""
+    tree = ast.parse((REPO / "fbl_jax" / "report" / "plots.py").read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    ours = [n for n in names if n.split(".")[0] == "fbl_jax"]
+    assert ours and all(n.startswith("fbl_jax.report.") for n in ours), ours
 
 
 def _drawn_tick_labels(axis):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fbl_jax.errors import ConfigError
 from fbl_jax.losses import curriculum, kinds, registry
 from fbl_jax.losses.functional import (
     balanced_softmax_loss,
@@ -166,8 +167,6 @@ def program_coefficients(
     """
     kind = _kind_of(loss_config)
     if kind.coefficients is None:
-        from fbl_jax.defaults import ConfigError  # defaults imports the losses lazily
-
         raise ConfigError(
             f"loss {kind.name!r} cannot share a compiled program with other runs: "
             f"{kind.no_program}; train it on its own (fbl-train)"

@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from fbl_jax.errors import ConfigError
+
 Array = jax.Array
 Settings = Mapping[str, Any]
 """A kind's parsed fields, read-only: {field name: value} for the fields it declares."""
@@ -180,9 +182,6 @@ def get_kind(name: Any) -> LossKind:
     """The kind called `name`; an unknown name is a ConfigError naming the choices."""
     kind = find_kind(name)
     if kind is None:
-        # defaults imports the losses lazily, so importing it here (on error) closes no cycle
-        from fbl_jax.defaults import ConfigError
-
         choices = names()
         close = difflib.get_close_matches(str(name), choices, n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -43,8 +43,8 @@ import jax
 import jax.numpy as jnp
 
 from fbl_jax.models.cifar_resnet import CIFAR_WIDTHS, CifarBasicBlock, CifarStage, CifarStem
-from fbl_jax.models.heads import check_head, make_head
-from fbl_jax.models.layers import global_avg_pool, torch_linear_bias_init, torch_linear_kernel_init
+from fbl_jax.models.heads import check_head, head_logits
+from fbl_jax.models.layers import ConvBNModule, global_avg_pool, torch_linear_kernel_init
 
 BBN_DEPTHS: dict[str, int] = {
     "bbn_resnet8": 1,  # not in BBN: a fast model for tests
@@ -53,19 +53,13 @@ BBN_DEPTHS: dict[str, int] = {
 }
 
 
-class BBNCifarResNet(nn.Module):
+class BBNCifarResNet(ConvBNModule):
     """BBN ResNet-(6n+2) for CIFAR; see the module docstring for the layout and the forward."""
 
     num_blocks: int
     num_classes: int
     head: str = "linear"
     widths: tuple[int, ...] = CIFAR_WIDTHS
-    dtype: jnp.dtype = jnp.float32
-    bn_momentum: float = 0.9
-    bn_eps: float = 1e-5
-    bn_axis_name: str | None = None
-    bn_impl: str = "flax"
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(
@@ -78,25 +72,18 @@ class BBNCifarResNet(nn.Module):
         check_head(self.head)
         if self.num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
-        bn_kw = dict(
-            dtype=self.dtype,
-            bn_momentum=self.bn_momentum,
-            bn_eps=self.bn_eps,
-            bn_axis_name=self.bn_axis_name,
-            bn_impl=self.bn_impl,
-            conv_impl=self.conv_impl,
-        )
+        settings = self._settings()
         w1, w2, w3 = self.widths
-        stem = CifarStem(w1, name="stem", **bn_kw)
+        stem = CifarStem(w1, name="stem", **settings)
         stages = [
-            CifarStage(w1, self.num_blocks, 1, name="stage1", **bn_kw),
-            CifarStage(w2, self.num_blocks, 2, name="stage2", **bn_kw),
+            CifarStage(w1, self.num_blocks, 1, name="stage1", **settings),
+            CifarStage(w2, self.num_blocks, 2, name="stage2", **settings),
         ]
         if self.num_blocks > 1:
-            stages.append(CifarStage(w3, self.num_blocks - 1, 2, name="stage3", **bn_kw))
+            stages.append(CifarStage(w3, self.num_blocks - 1, 2, name="stage3", **settings))
         branch_stride = 1 if self.num_blocks > 1 else 2
-        cb_block = CifarBasicBlock(w3, branch_stride, name="cb_block", **bn_kw)
-        rb_block = CifarBasicBlock(w3, branch_stride, name="rb_block", **bn_kw)
+        cb_block = CifarBasicBlock(w3, branch_stride, name="cb_block", **settings)
+        rb_block = CifarBasicBlock(w3, branch_stride, name="rb_block", **settings)
 
         def trunk(x):
             x = stem(x.astype(self.dtype), train)
@@ -113,11 +100,11 @@ class BBNCifarResNet(nn.Module):
             f_rb = global_avg_pool(rb_block(trunk(images_rb), train))
         a = jnp.asarray(0.5 if mix is None else mix, jnp.float32)
         features = 2.0 * jnp.concatenate([a * f_cb, (1.0 - a) * f_rb], axis=-1)
-        logits = make_head(
+        logits = head_logits(
+            features,
             self.head,
             self.num_classes,
             dtype=self.dtype,
             kernel_init=torch_linear_kernel_init(),
-            bias_init=torch_linear_bias_init(features.shape[-1]),
-        )(features)
+        )
         return logits, {"features": features, "features_cb": f_cb, "features_rb": f_rb}

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fbl_jax.models.layers import Initializer
+from fbl_jax.models.layers import Initializer, torch_linear_bias_init
 
 HEAD_NAMES: tuple[str, ...] = ("linear", "cosine")
 
@@ -81,6 +81,25 @@ def make_head(
     if head == "cosine":
         return CosineHead(num_classes, dtype=dtype, name=name)
     raise ValueError(f"unknown head {head!r}; valid choices: {HEAD_NAMES}")
+
+
+def head_logits(
+    features: jax.Array,
+    head: str,
+    num_classes: int,
+    *,
+    dtype: jnp.dtype,
+    kernel_init: Initializer,
+) -> jax.Array:
+    """The classifier named ``head`` (module ``head`` of the calling model) on the pooled
+    features; a linear head's bias gets PyTorch's default init for the features' width."""
+    return make_head(
+        head,
+        num_classes,
+        dtype=dtype,
+        kernel_init=kernel_init,
+        bias_init=torch_linear_bias_init(features.shape[-1]),
+    )(features)
 
 
 def check_head(head: str) -> None:

@@ -7,6 +7,7 @@ ResNets cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -171,3 +172,72 @@ def batch_norm(
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Mean over H and W in float32: the pooled feature handed to the head and the loss."""
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+# The fields every conv/BN module of the ResNets passes down to its children.
+CONV_BN_FIELDS: tuple[str, ...] = (
+    "dtype",
+    "bn_momentum",
+    "bn_eps",
+    "bn_axis_name",
+    "bn_impl",
+    "conv_impl",
+)
+
+
+class ConvBNModule(nn.Module):
+    """Base of the ResNets' modules: the compute dtype and the conv/BatchNorm settings, as
+    keyword-only fields (after each subclass's own, which may stay positional), and the layers
+    built from them.
+
+    ``bn_momentum`` is flax's convention (0.9 == PyTorch momentum 0.1). ``bn_axis_name`` turns on
+    cross-device (synchronised) BatchNorm under ``pmap``; ``None`` keeps per-device statistics.
+    ``bn_impl`` picks the BatchNorm implementation (``BN_IMPLS``), ``conv_impl`` the
+    convolutions' (``CONV_IMPLS``).
+    """
+
+    _: dataclasses.KW_ONLY
+    dtype: jnp.dtype = jnp.float32
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    bn_axis_name: str | None = None
+    bn_impl: str = "flax"
+    conv_impl: str = "xla"
+
+    def _settings(self) -> dict:
+        """These fields, for a child module: ``Child(..., **self._settings())``."""
+        return {field: getattr(self, field) for field in CONV_BN_FIELDS}
+
+    def _bn(
+        self, train: bool, name: str, scale_init: Initializer = nn.initializers.ones
+    ) -> nn.Module:
+        return batch_norm(
+            train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_eps,
+            dtype=self.dtype,
+            axis_name=self.bn_axis_name,
+            impl=self.bn_impl,
+            scale_init=scale_init,
+            name=name,
+        )
+
+    def _conv(
+        self,
+        features: int,
+        kernel_size: int,
+        stride: int,
+        name: str,
+        kernel_init: Initializer,
+        padding: int | None = None,
+    ) -> nn.Conv:
+        return conv(
+            features,
+            kernel_size,
+            stride,
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            padding=padding,
+            impl=self.conv_impl,
+            name=name,
+        )

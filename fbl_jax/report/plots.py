@@ -47,8 +47,6 @@ MIN_PANEL_WIDTH = 1.5
 MAX_LEGEND_COLUMNS = 4
 # A figure that picks its own height grows so that no axes is lower than this (inches).
 MIN_AXES_HEIGHT = 1.3
-# Schedules are drawn from every train step; smooth ones (cosine) thinned to about this many stairs.
-MAX_SCHEDULE_POINTS = 4000
 # Series a panel shows at most (one colour each, none repeated); more go to further figures.
 MAX_SERIES = 8
 # Feature norms spanning more than this factor (a cosine head's beside a linear one's) get a
@@ -550,92 +548,39 @@ def draw_confusion(run: Run, figsize: Figsize) -> Any | None:
 # ----------------------------------------------------------------------------- schedules
 
 
-def steps_per_epoch(run: Run) -> int | None:
-    """Train steps per epoch: from a train record's step / epoch, else training images // batch.
+def logged_schedule(run: Run, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epoch, value) of the run's train records that log `key` ("lr" or "alpha"), by epoch.
 
-    The records are exact (they count what the sampler gave); the fallback assumes the plain
-    instance sampler, whose epoch is every training image once.
+    Each record is written at the end of a log interval and carries the value of the interval's
+    last step (DESIGN.md, metrics.jsonl records); None when no record logs `key`.
     """
-    for rec in run.train:
-        step, epoch = rec.get("step"), rec.get("epoch")
-        if isinstance(step, int | float) and isinstance(epoch, int | float) and epoch > 0:
-            return max(1, int(round(step / epoch)))
-    batch = run.config.get("batch_size")
-    if isinstance(batch, int | float) and batch > 0:
-        return max(1, int(sum(run.counts) // batch)) or None
-    return None
-
-
-def schedule_values(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(epoch at the start of every train step, lr, α) as the run's training computed them.
-
-    The lr comes from `make_lr_schedule` with the run's optimizer config (missing fields: the
-    defaults), α from the run's own loss (`make_loss`: FBL's curriculum, with its offset and
-    α-per-epoch; 0 for losses without one), both at epoch = step / steps_per_epoch as in the
-    train step. A cRT/LWS run has its own optimizer and α = 0; a run with no training (τ-norm,
-    post-hoc LA) or a config these cannot be built from gives None.
-    """
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-
-    from fbl_jax import losses
-    from fbl_jax.defaults import get_default_config
-    from fbl_jax.train.optimizer import make_lr_schedule
-
-    spe = steps_per_epoch(run)
-    if spe is None or not run.train:
+    points = sorted(
+        (float(rec["epoch"]), float(rec[key]))
+        for rec in run.train
+        if isinstance(rec.get("epoch"), int | float) and isinstance(rec.get(key), int | float)
+    )
+    if not points:
         return None
-    decouple = run.config.get("decouple") or {}
-    try:
-        if decouple.get("method"):
-            if decouple.get("optimizer") is None or decouple.get("epochs") is None:
-                return None
-            opt, num_epochs, loss = decouple["optimizer"], int(decouple["epochs"]), None
-        else:
-            default = get_default_config()
-            opt = {**default.optimizer.to_dict(), **run.config.get("optimizer", {})}
-            num_epochs = int(run.config.get("num_epochs", default.num_epochs))
-            loss = run.config.get("loss") or {"name": "ce"}
-        schedule = make_lr_schedule(ml_collections.ConfigDict(opt), spe, num_epochs)
-        steps = jnp.arange(num_epochs * spe)
-        lr = np.asarray(jax.vmap(schedule)(steps), np.float64)
-        epochs = steps.astype(jnp.float32) / spe
-        if loss is None:
-            alpha = np.zeros_like(lr)
-        else:
-            loss_fn = losses.make_loss(loss, run.counts, num_epochs)
-            logits = jnp.zeros((1, run.num_classes), jnp.float32)
-            features = jnp.ones((1, 8), jnp.float32)
-            labels = jnp.zeros((1,), jnp.int32)
-
-            def alpha_at(epoch: Any) -> Any:
-                return loss_fn(logits, features, labels, epoch)[1]["alpha"]
-
-            alpha = np.asarray(jax.jit(jax.vmap(alpha_at))(epochs), np.float64)
-    except (ValueError, TypeError, KeyError):
-        return None
-    return np.arange(num_epochs * spe) / spe, lr, alpha
+    epochs, values = np.array(points).T
+    return epochs, values
 
 
-def stairs(epochs: np.ndarray, values: np.ndarray, end: float) -> tuple[np.ndarray, np.ndarray]:
-    """The points of a steps-post line through per-step values: one where the value changes.
+def held_over_intervals(epochs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a steps-pre line that holds each logged value over the interval it ends.
 
-    The last value is repeated at `end`, so the final stair reaches the end of training; a
-    smooth schedule with more changes than MAX_SCHEDULE_POINTS keeps every k-th.
+    A record at epoch e_k carries its interval's last step: drawn over (e_(k-1), e_k], the first
+    from epoch 0, a value that stays the same within each log interval is drawn exactly (a step
+    decay drops at its epoch when an interval starts there, as with logging every epoch).
     """
-    change = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    if len(change) > MAX_SCHEDULE_POINTS:
-        change = change[:: math.ceil(len(change) / MAX_SCHEDULE_POINTS)]
-    return np.r_[epochs[change], end], np.r_[values[change], values[-1]]
+    return np.r_[0.0, epochs], np.r_[values[0], values]
 
 
 def draw_schedules(runs: Sequence[Run], figsize: Figsize) -> Any:
-    """Learning rate (log axis: its step drops span decades) and FBL α(t) against epoch.
+    """Learning rate (log axis: its step drops span decades) and FBL α(t) against epoch, as the
+    runs logged them (train records' `lr` and `alpha`): the report reads the run directory only.
 
-    Both are the schedule functions evaluated at every train step and drawn as stairs, so a
-    step decay is a drop and a per-epoch α a staircase; a run whose schedule cannot be rebuilt
-    from its config shows its logged values instead, marked '(logged)'.
+    Each logged value is held over the log interval it ends (steps-pre), with a marker at the
+    record; a run without those records is left out of the legend.
     """
     width = figsize if isinstance(figsize, int | float) else figsize[0]
     stacked = float(width) < 5.0
@@ -649,24 +594,16 @@ def draw_schedules(runs: Sequence[Run], figsize: Figsize) -> Any:
     positive_lr = False
     for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         style = {"color": f"C{k}", "linestyle": LINESTYLES[k % len(LINESTYLES)], "linewidth": 1.2}
-        values = schedule_values(run)
         line = None
-        if values is not None:
-            epochs, lr, alpha = values
-            end = epochs[-1] + (epochs[1] - epochs[0] if len(epochs) > 1 else 1.0)
-            (line,) = ax_lr.plot(*stairs(epochs, lr, end), drawstyle="steps-post", **style)
-            ax_a.plot(*stairs(epochs, alpha, end), drawstyle="steps-post", **style)
-            positive_lr = positive_lr or bool(np.max(lr) > 0)
-        else:
-            for ax, key in ((ax_lr, "lr"), (ax_a, "alpha")):
-                recs = [t for t in run.train if t.get(key) is not None]
-                if recs:
-                    ys = [t[key] for t in recs]
-                    xs = [t.get("epoch", t.get("step")) for t in recs]
-                    (drawn,) = ax.plot(xs, ys, marker=".", markersize=3, **style)
-                    line = line or drawn
-                    positive_lr = positive_lr or (key == "lr" and max(ys) > 0)
-            label += " (logged)"
+        for ax, key in ((ax_lr, "lr"), (ax_a, "alpha")):
+            logged = logged_schedule(run, key)
+            if logged is None:
+                continue
+            xs, ys = held_over_intervals(*logged)
+            marks = {"marker": ".", "markersize": 3, "markevery": slice(1, None)}  # the records
+            (drawn,) = ax.plot(xs, ys, drawstyle="steps-pre", **marks, **style)
+            line = line or drawn
+            positive_lr = positive_lr or (key == "lr" and bool(np.max(ys) > 0))
         if line is not None:
             handles.append(line)
             labels.append(label)
