@@ -54,7 +54,7 @@ class ScriptedClock:
 def _run_timed(argv: list[str], seconds: list[float], err: io.StringIO | None = None):
     clock = ScriptedClock(seconds)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=clock))
+        mp.setattr(bench, "time", types.SimpleNamespace(perf_counter=clock))
         result = _run(argv, err)
     assert clock.left == [], "fewer timed calls than scripted"
     return result
