@@ -85,32 +85,29 @@ def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> So
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None)))
     manager.close()
     state = jax.tree_util.tree_map(np.asarray, restored["state"])
-    return SourceRun(
-        path=path,
-        config=config,
-        class_counts=np.asarray(counts_file["counts"], np.int64),
-        class_names=[str(n) for n in counts_file.get("class_names", [])],
-        params=state["params"],
-        batch_stats=state.get("batch_stats", {}),
-        step=int(step),
-        checkpoint=checkpoint,
-        checkpoint_path=ckpt_root / str(step),
-    )
+    where = (checkpoint, ckpt_root / str(step))
+    return _source_run(path, config, counts_file, state, int(step), where)
 
 
 def _from_params_file(path, config, counts_file, kept: pathlib.Path) -> SourceRun:
-    variables = params_file.load_params(kept)
     final = train.read_final_record(path) or {}
+    variables = params_file.load_params(kept)
+    return _source_run(
+        path, config, counts_file, variables, int(final.get("step", 0)), ("last", kept)
+    )
+
+
+def _source_run(path, config, counts_file, variables, step: int, where) -> SourceRun:
     return SourceRun(
         path=path,
         config=config,
         class_counts=np.asarray(counts_file["counts"], np.int64),
         class_names=[str(n) for n in counts_file.get("class_names", [])],
         params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        step=int(final.get("step", 0)),
-        checkpoint="last",
-        checkpoint_path=kept,
+        batch_stats=variables.get("batch_stats", {}),
+        step=step,
+        checkpoint=where[0],
+        checkpoint_path=where[1],
     )
 
 
