@@ -1,6 +1,9 @@
 """oneDNN convolutions (models/onednn_conv.py): values and both gradients against NumPy written
 from the convolution's formula, under pmap and vmap, the model's parameters and gradients against
-XLA's convolutions, and the errors for what it does not run."""
+XLA's convolutions, the errors for what it does not run, and the shape checks in Python and in the
+kernels."""
+
+import concurrent.futures
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +92,34 @@ def test_under_pmap_and_vmap_each_slice_is_its_own_convolution():
     np.testing.assert_allclose(np.asarray(p_conv(x, w)), want, rtol=1e-4, atol=1e-4)
 
 
+def test_calls_from_several_threads_at_once_each_get_their_own_result():
+    """The kernels share their plans and run concurrently: each thread's buffers its own."""
+    rng = np.random.default_rng(2)
+    jobs = []
+    for n, h, w_, cin, cout, k, stride, pad in CASES * 2:  # two threads per shape, four shapes
+        x = rng.standard_normal((n, h, w_, cin)).astype(np.float32)
+        w = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+        dy = rng.standard_normal(np_conv(x, w, stride, pad).shape).astype(np.float32)
+        jobs.append((x, w, dy, stride, pad))
+
+    def run(job):
+        x, w, dy, stride, pad = job
+        y, vjp = jax.vjp(lambda x, w: onednn(x, w, stride, pad), x, w)
+        results = []
+        for _ in range(5):
+            results.append([np.asarray(a) for a in (y, *vjp(dy))])
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        outputs = list(pool.map(run, jobs))
+    for (x, w, dy, stride, pad), results in zip(jobs, outputs, strict=True):
+        x64, w64 = x.astype(np.float64), w.astype(np.float64)
+        want = (np_conv(x64, w64, stride, pad), *np_conv_grads(x64, w64, dy, stride, pad))
+        for got in results:
+            for g, ref in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_a_model_on_onednn_has_xlas_parameters_logits_and_gradients():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((4, 16, 16, 3)), jnp.float32)
     models = {impl: get_model("resnet8", 5, conv_impl=impl) for impl in ("xla", "onednn")}
@@ -122,6 +153,8 @@ def test_a_model_on_onednn_has_xlas_parameters_logits_and_gradients():
         ({"feature_group_count": 2}, "grouped"),
         ({"padding": ((1, 0), (1, 0))}, "one symmetric padding"),
         ({"window_strides": (1, 2)}, "equal strides"),
+        ({"window_strides": (0, 0)}, "each >= 1"),
+        ({"padding": ((-1, -1), (-1, -1))}, "non-negative padding only"),
         ({"dtype": jnp.bfloat16}, "float32 only"),
     ],
 )
@@ -173,3 +206,55 @@ def test_a_failed_build_or_a_broken_library_is_reported_with_what_to_do(monkeypa
     monkeypatch.setattr(oc, "_build", lambda prefix: tmp_path / "broken.so")
     (tmp_path / "broken.so").write_text("not a shared library")
     assert "delete it to rebuild" in oc.available()
+
+
+# --- shapes: checked while tracing, and again by the kernels on every buffer ----------------
+
+
+def test_mismatched_channels_are_a_python_error_in_laxs_words_naming_both_shapes():
+    x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 4, 8))  # 3 input channels, a filter for 4
+    with pytest.raises(ValueError) as lax_error:
+        jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+    for run in (lambda x, w: onednn(x, w, 1, 1), jax.jit(lambda x, w: onednn(x, w, 1, 1))):
+        with pytest.raises(ValueError) as e:
+            run(x, w)
+        assert str(e.value).startswith(str(lax_error.value).rstrip("."))
+        assert "(2, 6, 6, 3)" in str(e.value) and "(3, 3, 4, 8)" in str(e.value)
+    with pytest.raises(ValueError, match=r"filter larger than the input padded by 0"):
+        onednn(jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 8)), 1, 0)
+
+
+# Direct calls to the FFI targets, past the Python checks: (target, result shape, the two
+# argument shapes, stride, what the kernel's error names). Each would make oneDNN read or write
+# outside XLA's buffers if the kernel trusted its plan.
+KERNEL_MISMATCHES = [
+    ("forward", (2, 6, 6, 8), (2, 6, 6, 3), (3, 3, 4, 8), 1,
+     "input feature dimension size must equal the filter input feature dimension size, "
+     "but 3 != 4 (input (2, 6, 6, 3), filter (3, 3, 4, 8), output (2, 6, 6, 8)"),
+    ("forward", (2, 6, 6, 16), (2, 6, 6, 4), (3, 3, 4, 8), 1,
+     "output shape must be (2, 6, 6, 8)"),
+    ("forward", (2, 6, 6, 8), (2, 6, 6, 4), (3, 3, 4, 8), 0, "1 <= stride"),
+    ("backward_data", (2, 6, 6, 4), (2, 7, 6, 8), (3, 3, 4, 8), 1,
+     "output gradient shape must be (2, 6, 6, 8) (input gradient (2, 6, 6, 4), filter "
+     "(3, 3, 4, 8), output gradient (2, 7, 6, 8)"),
+    ("backward_data", (2, 6, 6, 5), (2, 6, 6, 8), (3, 3, 4, 8), 1, "but 5 != 4"),
+    ("backward_weights", (3, 3, 4, 8), (2, 6, 6, 4), (2, 6, 6, 9), 1,
+     "output gradient shape must be (2, 6, 6, 8)"),
+    ("backward_weights", (3, 3, 5, 8), (2, 6, 6, 4), (2, 6, 6, 8), 1,
+     "input feature dimension size must equal the filter gradient input feature"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, out, a, b, stride, match", KERNEL_MISMATCHES)
+def test_the_kernels_check_every_buffer_themselves(kind, out, a, b, stride, match):
+    oc.load()
+    args = (jnp.ones(a), jnp.ones(b))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="oneDNN conv: ") as e:
+        oc._call(f"fbl_onednn_conv_{kind}", out, *args, stride=stride, pad=1)
+    assert match in str(e.value)
+    # and the kernels still compute afterwards
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+    y = oc._call("fbl_onednn_conv_forward", (2, 6, 6, 8), x, w, stride=1, pad=1)
+    np.testing.assert_allclose(np.asarray(y), np_conv(x, w, 1, 1), rtol=1e-4, atol=1e-4)

@@ -39,7 +39,7 @@ TARGETS = {
 }
 INSTALL_HINT = "pip install 'fbl-jax[cpu]' (oneDNN) and a C++ compiler"
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # one load() at a time; the kernels themselves run concurrently
 _state: dict[str, object] = {}
 
 
@@ -150,6 +150,23 @@ def _out_shape(x_shape, w_shape, stride: int, pad: int) -> tuple[int, int, int, 
     return (n, (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1, o)
 
 
+def check_shapes(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], pad: int) -> None:
+    """The checks conv.cc repeats on every buffer, made while tracing: a mismatch is a
+    ValueError in ``lax.conv_general_dilated``'s words, naming both shapes."""
+    shapes = f": lhs shape {tuple(lhs_shape)} (NHWC), rhs shape {tuple(rhs_shape)} (HWIO)"
+    if lhs_shape[3] != rhs_shape[2]:
+        raise ValueError(
+            "conv_general_dilated lhs feature dimension size divided by feature_group_count "
+            "must equal the rhs input feature dimension size, but "
+            f"{lhs_shape[3]} // 1 != {rhs_shape[2]}{shapes}"
+        )
+    if any(lhs_shape[i] + 2 * pad < rhs_shape[i - 1] for i in (1, 2)):
+        raise ValueError(
+            f"oneDNN convolution does not support a filter larger than the input padded by "
+            f"{pad}{shapes}; set model.conv=xla"
+        )
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
     """NHWC x HWIO -> NHWC float32 convolution, `stride` and symmetric zero padding `pad`."""
@@ -199,10 +216,12 @@ def conv_general_dilated(
         given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, given)
     if lhs.ndim != 4 or given != nhwc:
         problems.append(f"layout {dimension_numbers} (NHWC/HWIO/NHWC only)")
-    if len(set(strides)) != 1:
-        problems.append(f"strides {strides} (equal strides only)")
+    if len(set(strides)) != 1 or min(strides) < 1:
+        problems.append(f"strides {strides} (equal strides only, each >= 1)")
     if isinstance(pads, str) or len({p for pair in pads for p in pair}) != 1:
         problems.append(f"padding {padding} (one symmetric padding only)")
+    elif pads[0][0] < 0:
+        problems.append(f"padding {padding} (non-negative padding only)")
     for name, dilation in (("lhs_dilation", lhs_dilation), ("rhs_dilation", rhs_dilation)):
         if dilation is not None and any(d != 1 for d in dilation):
             problems.append(f"{name} {dilation}")
@@ -212,5 +231,6 @@ def conv_general_dilated(
         raise ValueError(
             "oneDNN convolution does not support " + ", ".join(problems) + "; set model.conv=xla"
         )
+    check_shapes(lhs.shape, rhs.shape, pads[0][0])
     load()
     return conv2d(lhs, rhs, strides[0], pads[0][0])
