@@ -1,9 +1,14 @@
 """oneDNN convolutions (models/onednn_conv.py): values and both gradients against NumPy written
 from the convolution's formula, under pmap and vmap, the model's parameters and gradients against
-XLA's convolutions, the errors for what it does not run, and the shape checks in Python and in the
-kernels."""
+XLA's convolutions, the errors for what it does not run, the shape checks in Python and in the
+kernels, and the build: its cache key, timeout, stale folders and the fallback when it cannot run."""
 
 import concurrent.futures
+import importlib.metadata
+import logging
+import os
+import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +20,7 @@ from fbl_jax.defaults import ConfigError
 from fbl_jax.models import get_model
 from fbl_jax.models import onednn_conv as oc
 from fbl_jax.models.layers import resolve_conv_impl
-from fbl_jax.train.run_setup import check_run_config
+from fbl_jax.train.run_setup import build_model, check_run_config
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -200,8 +205,11 @@ def test_a_failed_build_or_a_broken_library_is_reported_with_what_to_do(monkeypa
     monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
     why = oc.available()
-    assert why.startswith("compiling conv.cc failed (false ")
-    assert [p.name for p in tmp_path.iterdir()] == [".build.lock"]  # nothing half-built left
+    assert why.startswith("compiling conv.cc with /usr/bin/false failed (exit 1)"), why
+    assert "\n" not in why and "fbl-jax[cpu]" in why
+    (log,) = tmp_path.glob("fbl_onednn_conv_*.log")  # the command, for whoever debugs it
+    assert str(log) in why and log.read_text().startswith("/usr/bin/false ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", log.name]  # no half-built
     monkeypatch.setattr(oc, "_state", {})
     monkeypatch.setattr(oc, "_build", lambda prefix: tmp_path / "broken.so")
     (tmp_path / "broken.so").write_text("not a shared library")
@@ -258,3 +266,152 @@ def test_the_kernels_check_every_buffer_themselves(kind, out, a, b, stride, matc
     w = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
     y = oc._call("fbl_onednn_conv_forward", (2, 6, 6, 8), x, w, stride=1, pad=1)
     np.testing.assert_allclose(np.asarray(y), np_conv(x, w, 1, 1), rtol=1e-4, atol=1e-4)
+
+
+# --- the build: where it cannot run, what its cache key holds, its timeout and leftovers -----
+
+
+def fake_compiler(folder: pathlib.Path, compile_body: str, version_body: str = "") -> pathlib.Path:
+    """A shell script standing in for c++: `--version` prints version.txt beside it (after
+    `version_body`), anything else runs `compile_body` with $out the file after -o."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "version.txt").write_text("fake-c++ 1.0\n")
+    script = folder / "fake-c++"
+    script.write_text(
+        "#!/bin/sh\n"
+        'here="$(dirname "$0")"\n'
+        f'if [ "$1" = --version ]; then {version_body or ":"}; cat "$here/version.txt"; exit 0; fi\n'
+        'while [ $# -gt 0 ]; do if [ "$1" = -o ]; then out="$2"; fi; shift; done\n'
+        f"{compile_body}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+WRITES_A_LIBRARY = 'echo built >> "$here/builds.txt"; printf lib > "$out"'
+
+
+def fake_prefix(root: pathlib.Path) -> pathlib.Path:
+    """An install of oneDNN as the key sees it: its version header, its library."""
+    (root / "include/oneapi/dnnl").mkdir(parents=True)
+    (root / "include/oneapi/dnnl/dnnl_version.h").write_text("#define DNNL_VERSION_MINOR 2\n")
+    (root / "lib").mkdir()
+    (root / "lib/libdnnl.so.3.2").write_bytes(b"x" * 100)
+    (root / "lib/libdnnl.so").symlink_to("libdnnl.so.3.2")
+    return root
+
+
+def test_an_upgraded_onednn_or_another_compiler_builds_its_own_library(monkeypatch, tmp_path):
+    prefix = fake_prefix(tmp_path / "prefix")
+    compiler = fake_compiler(tmp_path / "cxx", WRITES_A_LIBRARY)
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(compiler))
+
+    def build() -> tuple[str, int]:
+        path = oc._build(prefix)
+        assert path.read_text() == "lib"
+        builds = sum(len(f.read_text().splitlines()) for f in tmp_path.glob("*/builds.txt"))
+        return path.name, builds
+
+    first = build()
+    assert build() == (first[0], 1)  # built once, then found
+    names = {first[0]}
+
+    def rebuilt() -> None:
+        name, builds = build()
+        assert name not in names and builds == len(names) + 1
+        names.add(name)
+
+    version = importlib.metadata.version
+    monkeypatch.setattr(  # the wheel upgraded in place
+        importlib.metadata,
+        "version",
+        lambda wheel: "2099.1" if wheel == "onednn-cpu-gomp" else version(wheel),
+    )
+    rebuilt()
+    (prefix / "include/oneapi/dnnl/dnnl_version.h").write_text("#define DNNL_VERSION_MINOR 3\n")
+    rebuilt()
+    (prefix / "lib/libdnnl.so.3.2").write_bytes(b"x" * 101)  # another build of the library
+    rebuilt()
+    (tmp_path / "cxx/version.txt").write_text("fake-c++ 2.0\n")  # the compiler upgraded
+    rebuilt()
+    monkeypatch.setenv("CXX", str(fake_compiler(tmp_path / "other", WRITES_A_LIBRARY)))
+    (tmp_path / "other/version.txt").write_text("fake-c++ 2.0\n")  # the same, elsewhere
+    rebuilt()
+    assert build()[0] in names  # and nothing else changes the key
+
+
+def test_stale_build_folders_are_removed_and_nothing_else(monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    stale = cache / (oc.BUILD_PREFIX + "killed")
+    stale.mkdir(parents=True)
+    (stale / "fbl_onednn_conv_0123.so").write_bytes(b"half a library")
+    (cache / "tmpkeep").mkdir()  # not ours: the cache may be a folder others use
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(cache))
+    monkeypatch.setenv("CXX", str(fake_compiler(tmp_path / "cxx", WRITES_A_LIBRARY)))
+    target = oc._build(fake_prefix(tmp_path / "prefix"))
+    assert sorted(p.name for p in cache.iterdir()) == [".build.lock", target.name, "tmpkeep"]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # killed, not yet reaped by init
+
+
+@pytest.mark.parametrize("where", ["build", "version"])
+def test_a_compiler_that_hangs_is_stopped_and_auto_uses_xla(monkeypatch, tmp_path, where):
+    hang = 'sleep 60 & echo $! > "$here/pid"; wait'
+    compiler = fake_compiler(
+        tmp_path / "cxx", hang if where == "build" else WRITES_A_LIBRARY,
+        version_body=hang if where == "version" else "",
+    )  # fmt: skip
+    monkeypatch.setattr(oc, "_state", {})
+    monkeypatch.setattr(oc, "BUILD_TIMEOUT_S", 1.0)
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(compiler))
+    start = time.monotonic()
+    impl, why = resolve_conv_impl("auto")
+    assert time.monotonic() - start < 30  # not the 60 s of the compiler's child
+    assert impl == "xla" and "\n" not in why
+    expected = "took over 1 s and was stopped" if where == "build" else "did not answer --version"
+    assert expected in why and "set CXX to a working C++ compiler" in why
+    assert process_gone(int((tmp_path / "cxx/pid").read_text()))
+    assert not list((tmp_path / "cache").glob(oc.BUILD_PREFIX + "*"))
+
+
+def test_a_build_another_process_holds_too_long_is_given_up(monkeypatch, tmp_path):
+    import fcntl
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr(oc, "BUILD_TIMEOUT_S", 0.3)
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(cache))
+    monkeypatch.setenv("CXX", str(fake_compiler(tmp_path / "cxx", WRITES_A_LIBRARY)))
+    with open(cache / ".build.lock", "a") as held:  # another open file: flock blocks on it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(oc.OnednnUnavailable, match="another process has been building"):
+            oc._build(fake_prefix(tmp_path / "prefix"))
+
+
+def test_an_unwritable_cache_folder_means_xlas_convolutions_or_a_one_line_error(
+    monkeypatch, tmp_path, caplog
+):
+    (tmp_path / "a_file").write_text("")  # no folder can be made under a file, even by root
+    monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(tmp_path / "a_file" / "onednn"))
+    monkeypatch.setattr(oc, "_state", {})
+    impl, why = resolve_conv_impl("auto")
+    assert impl == "xla" and "\n" not in why
+    assert f"cannot build the oneDNN kernels in {tmp_path / 'a_file' / 'onednn'}" in why
+    assert "set FBL_JAX_ONEDNN_CACHE to a writable folder" in why
+    with caplog.at_level(logging.INFO, logger="fbl_jax"):
+        build_model(tiny_config(**{"model.conv": "auto"}), num_classes=10)
+    (line,) = [r.getMessage() for r in caplog.records if "convolutions" in r.getMessage()]
+    assert line == f"convolutions: XLA's ({why})"
+    with pytest.raises(ConfigError) as e:
+        check_run_config(tiny_config(**{"model.conv": "onednn"}))
+    assert str(e.value).startswith("model.conv=onednn: cannot build the oneDNN kernels in ")
+    assert "\n" not in str(e.value)
+    assert not os.path.exists(tmp_path / "a_file" / "onednn")
