@@ -71,9 +71,9 @@ SLOW_FILES = {
     "test_sweep.py": 64,
     "test_preemption.py": 38,
     "test_stop_phases.py": 24,
-    "test_processes.py": 16,
+    "test_processes.py": 18,
     "test_bbn.py": 38,
-    "test_logs.py": 35,  # estimated from its CPU time (3 tiny runs in 6 processes)
+    "test_logs.py": 21,
     "test_report.py": 34,
     "test_reproduce.py": 30,
     "test_cli.py": 26,

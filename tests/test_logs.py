@@ -65,16 +65,6 @@ def test_train_and_reproduce_log_one_format_without_chatter(tmp_path):
     assert "smoke test" in out.stdout  # the console says what the tiny plan is
 
 
-def test_a_sweeps_child_processes_log_in_the_format_with_their_runs(tmp_path):
-    args = cli_args(tmp_path / "sweep", sweep_processes=2)
-    args[2] = "fbl_jax.cli.sweep"
-    lines = _assert_lines(_run([*args, "--set=loss.name=ce,la"]).stderr)
-    for name in ("loss.name=ce", "loss.name=la"):
-        own = [line for line in lines if f" [{name}] " in line]
-        assert any("done: test top-1" in line for line in own), lines
-        assert sum("convolutions:" in line for line in own) == 1, own  # once in each process
-
-
 @pytest.fixture
 def restore_logging():
     root = logging.getLogger()

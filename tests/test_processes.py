@@ -2,12 +2,16 @@
 are dealt out, and a two-process tiny sweep against the same sweep in one process."""
 
 import os
+import re
 
 import pytest
 from train_helpers import read_records, tiny_config
 
 from fbl_jax.train import train_sweep
 from fbl_jax.train.processes import resolve_processes, share
+
+# a child's log line: the one format (fbl_jax/cli/logs.py) with its runs' label
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[^\]]+\] (WARNING: |ERROR: )?\S")
 
 
 def test_share_deals_round_robin_and_never_makes_empty_parts():
@@ -27,10 +31,18 @@ def test_resolve_processes():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to pin to")
-def test_two_processes_train_what_one_process_trains(tmp_path):
+def test_two_processes_train_what_one_process_trains(tmp_path, capfd):
     sets = [("loss.name", ["ce", "fbl"])]
     one = train_sweep(tiny_config(), sets, tmp_path / "one")
+    capfd.readouterr()
     two = train_sweep(tiny_config(sweep_processes=2), sets, tmp_path / "two")
+    # each child logs in the one format, its lines labelled with its run, each fact once
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    for name in ("loss.name=ce", "loss.name=fbl"):
+        own = [line for line in lines if f" [{name}] " in line]
+        assert all(LOG_LINE.match(line) for line in own), own
+        assert any("done: test top-1" in line for line in own), lines
+        assert sum("convolutions:" in line for line in own) == 1, own  # once in each process
     assert sorted(two) == sorted(one) == ["loss.name=ce", "loss.name=fbl"]
     for name in one:  # same data and steps: the same records up to the threads' rounding
         a, b = read_records(tmp_path / "one" / name), read_records(tmp_path / "two" / name)
