@@ -83,3 +83,28 @@ def test_the_estimate_follows_the_stage_layout(tmp_path, monkeypatch):
     seconds = probe.estimate_stage(config, 6, 3, 2, steps, images, tmp_path)
     wave = 40.0 + steps * 0.3 + 56 * images * 0.001  # one run per process, both at once
     assert seconds == pytest.approx(3 * wave)
+
+
+def test_per_class_beside_the_papers_table_5(tmp_path):
+    """Two seeds of CE and one of FBL finished at IF 100: per class, the paper's Table 5 row
+    and our mean over the seeds, in the paper's class order."""
+    from fbl_jax.reproduce import compare
+    from fbl_jax.reproduce.execute import stage_runs
+
+    stage = select_methods(build_plan("paper", ["cifar10_lt"], ["2"], 2, {}), ["ce", "fbl"])[0]
+    acc = {("ce", 0): [0.5] * 10, ("ce", 1): [0.7] * 9 + [0.1], ("fbl", 0): [0.25] * 10}
+    for _, settings, run_dir in stage_runs(stage, tmp_path):
+        key = (settings["loss.name"], settings["seed"])
+        if key in acc:  # FBL's seed 1 unfinished
+            run_dir.mkdir(parents=True)
+            final = {"type": "final", "last": {"per_class_accuracy": acc[key], "top1": 0.5}}
+            (run_dir / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+    (table,) = compare.collect_per_class([stage], lambda s: stage_runs(s, tmp_path))
+    assert table["n"] == {"ce": 2, "fbl": 1}
+    assert table["ours"]["ce"] == pytest.approx([60.0] * 9 + [30.0])
+    assert table["ours"]["fbl"] == pytest.approx([25.0] * 10)
+    assert table["paper"]["fbl"][:2] == [88.1, 94.7]  # Table 5, FBL, IF 100: airplane, automobile
+    path = compare.write([], tmp_path / "report", per_class=[table])
+    text = path.read_text()
+    assert "| airplane | 91.0 | 60.0 | 88.1 | 25.0 |" in text
+    assert "| truck | 44.6 | 30.0 | 81.9 | 25.0 |" in text

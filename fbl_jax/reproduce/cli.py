@@ -231,7 +231,8 @@ def reproduce(args: argparse.Namespace) -> int:
     notes = [tiny_plan_note()] if args.plan == "tiny" else []
     notes += same_formula_notes(stages, runs_of, compare.ROW_LABELS)
     times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
-    path = compare.write(compare.collect(stages, runs_of), report_dir, times, notes)
+    per_class = compare.collect_per_class(stages, runs_of)
+    path = compare.write(compare.collect(stages, runs_of), report_dir, times, notes, per_class)
     for note in notes:
         print(textwrap.fill(f"note: {note}", 100, subsequent_indent="  "), flush=True)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)

@@ -99,6 +99,54 @@ def collect(stages: Sequence[Stage], runs_of) -> list[dict[str, Any]]:
     return out
 
 
+def collect_per_class(stages: Sequence[Stage], runs_of) -> list[dict[str, Any]]:
+    """Beside the paper's Tables 5/6: per class, the paper's CE and FBL test top-1 and ours at
+    the last epoch (mean over the finished seeds), for each Table 2 stage the paper covers."""
+    paper = paper_numbers().get("per_class", {})
+    out = []
+    for stage in stages:
+        table = paper.get("top1", {}).get(stage.dataset, {}).get(str(stage.imbalance))
+        if stage.table != "2" or stage.decouple or not table:
+            continue
+        classes = paper["classes"][stage.dataset]
+        ours: dict[str, list[list[float]]] = {}
+        for _, settings, run_dir in runs_of(stage):
+            row = row_of(stage, settings)
+            final = read_final_record(run_dir)
+            if row in table and final and final.get("last") and not final.get("failed"):
+                acc = final["last"]["per_class_accuracy"]
+                ours.setdefault(row, []).append([100 * acc[c] for c in classes])
+        out.append({
+            "dataset": stage.dataset, "imbalance": stage.imbalance,
+            "class_names": paper["class_names"][stage.dataset], "paper": table,
+            "ours": {row: [statistics.fmean(col) for col in zip(*runs)]
+                     for row, runs in ours.items()},
+            "n": {row: len(runs) for row, runs in ours.items()},
+        })  # fmt: skip
+    return out
+
+
+def _per_class_lines(tables: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    for t in tables:
+        rows = list(t["paper"])
+        head = " | ".join(
+            f"paper {ROW_LABELS.get(r, r)} | ours (n={t['n'].get(r, 0)})" for r in rows
+        )
+        lines += [f"## {t['dataset']}, IF {t['imbalance']}: per class (the paper's Table 5/6)", "",
+                  "Test top-1 (%) at the last epoch, ours the mean over seeds; class 0 is the "
+                  "most frequent.", "", f"| class | {head} |",
+                  "|---|" + "---|---|" * len(rows)]  # fmt: skip
+        for i, name in enumerate(t["class_names"]):
+            cells = []
+            for r in rows:
+                mine = t["ours"].get(r)
+                cells += [f"{t['paper'][r][i]:.1f}", "—" if mine is None else f"{mine[i]:.1f}"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def _cell(summary: dict[str, Any], paper: float | None) -> str:
     if summary["mean"] is None:
         return "not run yet"
@@ -112,10 +160,11 @@ def write(
     out_dir: pathlib.Path,
     stage_times: dict[str, dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    per_class: Sequence[dict[str, Any]] = (),
 ) -> pathlib.Path:
     """paper_comparison.md (a table per dataset, IF and table; each stage's time beside its
     estimate) and paper_comparison.json; `notes` (reproduce/notes.py) are paragraphs above the
-    tables."""
+    tables; `per_class` (collect_per_class) the per-class tables after them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# The paper's numbers beside ours", "",
              f"Paper: {paper_numbers()['source']}", "",
@@ -141,6 +190,7 @@ def write(
             label = ROW_LABELS.get(e["row"], e["row"])
             lines.append(f"| {label} | {paper} | {e['n']} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _per_class_lines(per_class)
     if stage_times:
         lines += ["## Time on this machine", "",
                   "| stage | status | estimated (dry run) | measured so far |",
