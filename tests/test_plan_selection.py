@@ -85,6 +85,23 @@ def test_the_estimate_follows_the_stage_layout(tmp_path, monkeypatch):
     assert seconds == pytest.approx(3 * wave)
 
 
+def test_an_out_resumed_on_another_machine_is_probed_again(tmp_path, monkeypatch):
+    import fbl_jax.reproduce.probe as probe
+
+    calls = []
+    monkeypatch.setattr(probe, "_measure", lambda config, runs: calls.append(1) or
+                        {"compile_s": 1.0, "step_s": 0.5, "eval_s_per_image": 0.0})  # fmt: skip
+    config = tiny_config()
+    cpu = {"backend": "cpu", "devices": 1, "cpu": "CPU A", "cores": 2, "cores_total": 2}
+    monkeypatch.setattr(probe.host, "describe", lambda: cpu)
+    first = probe.probe(config, tmp_path / "probe.json", 1)
+    assert probe.probe(config, tmp_path / "probe.json", 1) == first and len(calls) == 1
+    monkeypatch.setattr(probe.host, "describe", lambda: {**cpu, "cpu": "CPU B"})
+    probe.probe(config, tmp_path / "probe.json", 1)
+    assert len(calls) == 2  # another CPU: measured again, both kept
+    assert len(json.loads((tmp_path / "probe.json").read_text())) == 2
+
+
 def test_per_class_beside_the_papers_table_5(tmp_path):
     """Two seeds of CE and one of FBL finished at IF 100: per class, the paper's Table 5 row
     and our mean over the seeds, in the paper's class order."""

@@ -18,6 +18,7 @@ from train_helpers import (
     TINY,
     assert_trees_equal,
     cli_args,
+    cpu_model_name,
     final_params,
     read_records,
     subprocess_env,
@@ -80,6 +81,18 @@ def test_sigterm_at_a_checkpoint_boundary_resumes_to_the_same_final(
         (r["step"], r["split"], r["top1"]) for r in read_records(ref_dir) if r["type"] == "eval"
     ]
     assert evals == ref_evals
+    # two stretches: the stopped one up to its checkpoint, the resumed one from there
+    stretches = json.loads((workdir / "timing.json").read_text())["stretches"]
+    total = ref_final["step"]
+    assert [(s["first_step"], s["last_step"], s["status"]) for s in stretches] == [
+        (0, STEPS_PER_EPOCH, "stopped"),
+        (STEPS_PER_EPOCH, total, "finished"),
+    ]
+    assert all(s["total_steps"] == total and s["host"] == stretches[0]["host"] for s in stretches)
+    assert cpu_model_name() in stretches[0]["host"]
+    totals = json.loads((workdir / "timing.json").read_text())["total"]
+    for phase in ("compile", "train", "eval", "checkpoint"):
+        assert totals[phase] == pytest.approx(sum(s["seconds"][phase] for s in stretches), abs=2e-3)
 
 
 def test_rerun_of_a_finished_run_does_nothing(tmp_path, caplog, reference):
@@ -102,8 +115,16 @@ def test_train_records_once_per_log_interval_with_compile_apart(reference):
     total = config.num_epochs * STEPS_PER_EPOCH
     expected = list(range(config.log_every_steps, total + 1, config.log_every_steps))
     assert [r["step"] for r in train] == expected
-    timing = json.loads((ref_dir / "timing.json").read_text())["total"]
-    assert timing["compile"] > 0 and timing["train"] > 0 and timing["eval"] > 0
+    timing = json.loads((ref_dir / "timing.json").read_text())
+    assert all(timing["total"][phase] > 0 for phase in ("compile", "train", "eval"))
+    (stretch,) = timing["stretches"]  # one process trained it
+    assert (stretch["first_step"], stretch["last_step"], stretch["status"]) == (
+        0,
+        total,
+        "finished",
+    )
+    trained_s = timing["total"]["train"]
+    assert stretch["images_per_s"] == pytest.approx(total * config.batch_size / trained_s, rel=1e-3)
 
 
 def test_speed_window_counts_only_its_own_steps(monkeypatch):

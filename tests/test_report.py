@@ -951,6 +951,7 @@ def _sweep_folder(root: pathlib.Path, seeds=(0, 1), not_started=()) -> pathlib.P
     (folder / "sweep.json").write_text(json.dumps(spec))
     (folder / "timing_program0.json").write_text("{}")
     (folder / "timing_program0_seed1.json").write_text("{}")
+    (folder / "timing_program0_seed1.json.tmp").write_text("{")  # a write a kill cut short
     return folder
 
 

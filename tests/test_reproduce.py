@@ -9,7 +9,7 @@ import time
 import types
 
 import pytest
-from train_helpers import DEMO, final_params, read_records
+from train_helpers import DEMO, cpu_model_name, final_params, read_records
 
 from fbl_jax.defaults import config_from_file
 from fbl_jax.reproduce import cli, compare, execute
@@ -68,7 +68,42 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
     )
     times = json.loads((tiny / "stages.json").read_text())
     assert all(t["estimate_s"] > 0 and t["seconds"] > 0 for t in times.values())
-    assert "## Time on this machine" in text
+    for t in times.values():  # one call: one stretch, on this machine
+        (stretch,) = t["stretches"]
+        assert stretch["seconds"] == pytest.approx(t["seconds"], abs=0.1)
+        assert stretch["host"] == t["estimate_host"] and cpu_model_name() in stretch["host"]
+    rows = {line.split(" | ")[0][2:]: line for line in text.split("## Time")[1].splitlines()
+            if line.startswith("| digits_lt")}  # fmt: skip
+    assert " | 100.0 % | " in rows["digits_lt_if10_table2"]  # every step of both runs saved
+    assert " | done | — | " in rows["digits_lt_if10_table2_ce_tau_norm"]  # no steps to count
+
+
+def test_time_table_by_machine_and_pace_from_hand_values(tmp_path):
+    times = {"s": {"status": "stopped", "seconds": 7200.0, "progress": 0.25,
+                   "estimate_s": 36000.0, "estimate_host": "M2",
+                   "stretches": [{"host": "M1", "seconds": 3000.0},
+                                 {"host": "M2", "seconds": 3600.0},
+                                 {"host": "M1", "seconds": 600.0}]}}  # fmt: skip
+    text = compare.write([], tmp_path, times).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| s |"))
+    assert row == ("| s | stopped | 25.0 % | 10.00 h (M2) | 2.00 h | 8.00 h | "
+                   "M1: 1.00 h (2); M2: 1.00 h (1) |")  # fmt: skip
+
+
+def test_stage_progress_counts_saved_steps_over_all_runs(tmp_path):
+    stage = next(s for s in build_plan("tiny", ["digits_lt"], ["2"], 1, {})
+                 if s.name == "digits_lt_if10_table2")  # fmt: skip
+    runs = execute.stage_runs(stage, tmp_path)
+    assert execute.stage_progress(stage, tmp_path) == 0.0  # nothing yet
+    first, second = runs[0][2], runs[1][2]
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    stretch = {"first_step": 0, "total_steps": 30, "seconds": {}}
+    (first / "timing.json").write_text(json.dumps({"total": {}, "stretches": [
+        {**stretch, "last_step": 15}, {**stretch, "first_step": 15, "last_step": 30}]}))  # fmt: skip
+    (second / "timing.json").write_text(json.dumps({"total": {}, "stretches": [
+        {**stretch, "last_step": 6}]}))  # fmt: skip
+    assert execute.stage_progress(stage, tmp_path) == pytest.approx((30 + 6) / (30 * len(runs)))
 
 
 def test_the_tiny_report_says_what_the_tiny_plan_is(tiny_call):

@@ -11,6 +11,7 @@ import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from fbl_jax.cli.cpu_flags import with_host_devices
 from fbl_jax.defaults import config_from_file
@@ -72,3 +73,11 @@ def assert_trees_equal(a, b):
     assert flat_a.keys() == flat_b.keys()
     for key in flat_a:
         np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=str(key))
+
+
+def cpu_model_name() -> str:
+    """The first 'model name' line of /proc/cpuinfo, read here without the package's code."""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    pytest.skip("no model name in /proc/cpuinfo")

@@ -19,7 +19,7 @@ from typing import Any
 RUN_FILES = ("config.json", "class_counts.json", "metrics.jsonl")
 RECORD_TYPES = ("train", "eval", "final")
 # What fbl-sweep writes beside its run directories (`fbl-report runs/sweep/*` names them too).
-SWEEP_FILES = re.compile(r"sweep\.json|timing_.*\.json")
+SWEEP_FILES = re.compile(r"sweep\.json|timing_.*\.json(\.tmp)?")  # .tmp: a write cut short
 
 
 class NoReadableRunError(ValueError):

@@ -192,18 +192,39 @@ def write(
         lines.append("")
     lines += _per_class_lines(per_class)
     if stage_times:
-        lines += ["## Time on this machine", "",
-                  "| stage | status | estimated (dry run) | measured so far |",
-                  "|---|---|---|---|"]  # fmt: skip
-        for name, t in stage_times.items():
-            est = "—" if t.get("estimate_s") is None else _hours(t["estimate_s"])
-            lines.append(f"| {name} | {t.get('status', 'not started')} | {est} | "
-                         f"{_hours(t.get('seconds', 0.0))} |")  # fmt: skip
-        lines.append("")
+        lines += _time_lines(stage_times)
     path = out_dir / "paper_comparison.md"
     path.write_text("\n".join(lines))
     (out_dir / "paper_comparison.json").write_text(json.dumps(entries, indent=1) + "\n")
     return path
+
+
+def _time_lines(stage_times: dict[str, dict[str, Any]]) -> list[str]:
+    """Each stage's measured wall time by machine beside the dry run's estimate; 'at this pace'
+    scales the time so far by the share of the stage's steps saved."""
+    lines = ["## Time", "",
+             "Wall time of fbl-reproduce's calls on each stage, by machine, beside the dry run's "
+             "estimate for the whole stage (on the machine named). *At this pace*: the time so far "
+             "÷ the share of the stage's training steps saved; comparable with the estimate where "
+             "one machine did the work with nothing else running on it.", "",
+             "| stage | status | steps saved | estimated (dry run) | measured so far | at this "
+             "pace | machines (calls) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, t in stage_times.items():
+        est = "—" if t.get("estimate_s") is None else _hours(t["estimate_s"])
+        if t.get("estimate_host"):
+            est += f" ({t['estimate_host']})"
+        seconds, progress = t.get("seconds", 0.0), t.get("progress")
+        done = "—" if progress is None else f"{100 * progress:.1f} %"
+        pace = _hours(seconds / progress) if progress else "—"
+        machines: dict[str, list[float]] = {}
+        for stretch in t.get("stretches", []):
+            machines.setdefault(stretch.get("host") or "not recorded", []).append(
+                stretch["seconds"]
+            )
+        where = "; ".join(f"{m}: {_hours(sum(v))} ({len(v)})" for m, v in machines.items()) or "—"
+        lines.append(f"| {name} | {t.get('status', 'not started')} | {done} | {est} | "
+                     f"{_hours(seconds)} | {pace} | {where} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def _hours(seconds: float) -> str:

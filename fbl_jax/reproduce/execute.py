@@ -3,7 +3,8 @@
 Each stage trains through the same loop as fbl-train (`train_sweep`) in this process. At the
 budget's end, or on a SIGTERM, the stage stops at its next safe point whatever it is doing
 (preemption.py): a checkpoint at the step it is at, or nothing if it had not started, and the
-same command later resumes it. OUT/stages.json records which stages are done.
+same command later resumes it. OUT/stages.json records which stages are done and each call's
+stretch of time on which machine.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import time
 from typing import Any
 
 from fbl_jax.reproduce.plan import Stage
-from fbl_jax.train import train_sweep
+from fbl_jax.train import host, train_sweep
 from fbl_jax.train.preemption import Preempted, request_stop, stop_requested, stop_scope
 from fbl_jax.train.programs import expand, group_programs
 from fbl_jax.train.run_setup import read_final_record
+from fbl_jax.train.timing import read_stretches
 
 log = logging.getLogger("fbl_jax")
 
@@ -81,6 +83,21 @@ def stage_done(stage: Stage, out: pathlib.Path, state: dict[str, Any]) -> bool:
     return all(read_final_record(d) is not None for _, _, d in stage_runs(stage, out))
 
 
+def stage_progress(stage: Stage, out: pathlib.Path) -> float | None:
+    """The fraction of a training stage's steps its runs have saved (from their timing.json
+    stretches), None for a decoupling stage."""
+    if stage.decouple:
+        return None
+    runs = stage_runs(stage, out)
+    done, total_steps = 0, None  # every run of a stage takes the same number of steps
+    for _, _, run_dir in runs:
+        stretches = [s for s in read_stretches(run_dir / "timing.json") if s.get("total_steps")]
+        if stretches:
+            done += max(s.get("last_step", s["first_step"]) for s in stretches)
+            total_steps = stretches[-1]["total_steps"]
+    return done / (total_steps * len(runs)) if total_steps else 0.0
+
+
 def run_stages(
     stages: list[Stage],
     out: pathlib.Path,
@@ -96,8 +113,10 @@ def run_stages(
 def _run_stages(stages, out: pathlib.Path, deadline: float, estimates) -> dict[str, Any]:
     path = out / "stages.json"
     state = json.loads(path.read_text()) if path.exists() else {}
+    machine = host.label(host.describe(), cores=False)
     for name, estimate in estimates.items():  # the dry run's estimate beside the measured time
-        state.setdefault(name, {"seconds": 0.0, "status": "not started"})["estimate_s"] = estimate
+        entry = state.setdefault(name, {"seconds": 0.0, "status": "not started"})
+        entry["estimate_s"], entry["estimate_host"] = estimate, machine
     for stage in stages:
         if stage_done(stage, out, state):
             continue
@@ -116,6 +135,10 @@ def _run_stages(stages, out: pathlib.Path, deadline: float, estimates) -> dict[s
             status = "stopped"
         entry = state.setdefault(stage.name, {"seconds": 0.0})
         entry["status"], entry["seconds"] = status, entry["seconds"] + time.time() - t0
+        entry.setdefault("stretches", []).append(
+            {"host": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
+             "seconds": round(time.time() - t0, 1), "status": status}
+        )  # fmt: skip
         path.write_text(json.dumps(state, indent=1) + "\n")
         log.info("stage %s: %s (%.0f s)", stage.name, status, time.time() - t0)
         if status == "stopped":

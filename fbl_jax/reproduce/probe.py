@@ -32,7 +32,7 @@ from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.eval_batches import eval_batches
 from fbl_jax.data.long_tail import long_tail_counts
 from fbl_jax.data.samplers import make_sampler
-from fbl_jax.train import optimizer
+from fbl_jax.train import host, optimizer
 from fbl_jax.train.processes import resolve_processes, share
 from fbl_jax.train.run_setup import build_model, init_train_state
 from fbl_jax.train.runners import ProgramRunner, resolve_run_axis
@@ -42,9 +42,12 @@ WARM_CALLS, TIMED_CALLS, EVAL_IMAGES = 2, 6, 2000
 
 
 def probe_key(config: Any, processes: int) -> str:
+    """What the measurement depends on, the machine included: an OUT resumed on another
+    machine (the next node of a cluster, another CPU kind) is probed again there."""
     return json.dumps(
         [config.model.name, config.model.head, config.batch_size, config.data.image_size,
-         config.data.num_classes, config.half_precision, jax.default_backend(), processes]
+         config.data.num_classes, config.half_precision, host.label(host.describe(), cores=False),
+         processes]
     )  # fmt: skip
 
 

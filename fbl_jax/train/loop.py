@@ -120,7 +120,10 @@ def _train_program(runs: list[Run], timing_dir: pathlib.Path, timing_name: str):
             failed = run_setup.read_record(run.dir, "failed")
             run.failed = failed["reason"] if failed else None
     runner = ProgramRunner([r.config for r in runs], bundle, model, txs[0], lr_schedule, states)
-    timing = WallClock(timing_dir if is_chief else None, timing_name)
+    timing = WallClock(
+        timing_dir if is_chief else None, timing_name, [r.dir for r in runs], start,
+        total_steps, config.batch_size,
+    )  # fmt: skip
     return _Loop(config, bundle, runner, runs, timing, identity).run(start, total_steps)
 
 
@@ -187,12 +190,12 @@ class _Loop:
                     speed.restart(step)
                 if stop.is_set() and step < total_steps:
                     self._save_all(step)
-                    timing.write()
+                    timing.write(step, "stopped")
                     self._close()
                     log.warning("SIGTERM: checkpoint written at step %d; restart to resume", step)
                     raise Preempted(PREEMPTED_EXIT_CODE)
         finals = {run.name: self._final(r, total_steps) for r, run in enumerate(self.runs)}
-        timing.write()
+        timing.write(total_steps, "finished")
         log.info("wall time: %s", timing.summary())
         self._close()
         return finals
@@ -311,6 +314,7 @@ class _Loop:
         with self.timing.measure("checkpoint"):
             for r in range(len(self.runs)):
                 self._save(r, step)
+        self.timing.write(step)  # a kill loses at most the time since this checkpoint
 
     def _final(self, r: int, total_steps: int) -> dict[str, Any]:
         run = self.runs[r]

@@ -1,12 +1,18 @@
-"""Where a run's time goes: images/s over synchronised windows and wall time by phase."""
+"""Where a run's time goes: images/s over synchronised windows, wall time by phase and by
+stretch (each process that trained it, on which machine)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import os
 import pathlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from fbl_jax.train import host
 
 
 class SpeedWindow:
@@ -30,20 +36,40 @@ class SpeedWindow:
 
 
 class WallClock:
-    """Wall time by phase (compile, train, eval, checkpoint), summed over restarts in
-    WORKDIR/timing.json, so a benchmark can say where a run's time went."""
+    """Wall time by phase (compile, train, eval, checkpoint), summed over restarts, and one
+    stretch per process that trained the run (the machine, when, which steps, its seconds), so
+    a run stopped and resumed on several machines says how long it took on each.
+
+    Written to WORKDIR/FILENAME and to each run directory's timing.json (where that is another
+    file) at every checkpoint and at the end, atomically, so a killed process loses at most the
+    time since its last checkpoint (whose steps the restart trains again).
+    """
 
     PHASES = ("compile", "train", "eval", "checkpoint")
 
-    def __init__(self, workdir: pathlib.Path | None, filename: str = "timing.json") -> None:
-        self.path = workdir / filename if workdir is not None else None
+    def __init__(
+        self,
+        workdir: pathlib.Path | None,
+        filename: str = "timing.json",
+        run_dirs: Sequence[pathlib.Path] = (),
+        first_step: int = 0,
+        total_steps: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        paths = [workdir / filename] if workdir is not None else []
+        paths += [d / "timing.json" for d in run_dirs] if workdir is not None else []
+        self.paths = list(dict.fromkeys(paths))
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
-        self.previous = {}
-        if self.path is not None and self.path.exists():
-            try:
-                self.previous = json.loads(self.path.read_text()).get("total", {})
-            except (json.JSONDecodeError, AttributeError):
-                self.previous = {}
+        self.previous = {path: _read(path) for path in self.paths}
+        self.batch_size = batch_size
+        self.stretch: dict[str, Any] = {
+            "host": host.label(host.describe()) if self.paths else None,
+            "started": _now(),
+            "first_step": first_step,
+            "total_steps": total_steps,
+        }
+        if len(run_dirs) > 1:  # their steps are taken by the same process: shared seconds
+            self.stretch["runs_in_process"] = [d.name for d in run_dirs]
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
@@ -59,8 +85,44 @@ class WallClock:
     def summary(self) -> str:
         return ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
 
-    def write(self) -> None:
-        if self.path is None:
-            return
-        total = {k: self.previous.get(k, 0.0) + v for k, v in self.seconds.items()}
-        self.path.write_text(json.dumps({"this_process": self.seconds, "total": total}, indent=1))
+    def write(self, step: int | None = None, status: str = "running") -> None:
+        """`step`: the last step this process has saved (or finished); `status`: running,
+        stopped or finished."""
+        stretch = {**self.stretch, "ended": _now(), "status": status,
+                   "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}  # fmt: skip
+        if step is not None:
+            stretch["last_step"] = step
+            steps = step - stretch["first_step"]
+            if self.batch_size and steps > 0 and self.seconds["train"] > 0:
+                stretch["images_per_s"] = round(steps * self.batch_size / self.seconds["train"], 1)
+        for path in self.paths:
+            before = self.previous[path]
+            total = {k: before["total"].get(k, 0.0) + v for k, v in self.seconds.items()}
+            record = {"this_process": self.seconds, "total": total,
+                      "stretches": [*before["stretches"], stretch]}  # fmt: skip
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _read(path: pathlib.Path) -> dict[str, Any]:
+    """An earlier process's totals and stretches (none if the file is missing or unreadable;
+    a file from before stretches were recorded counts as one stretch on an unrecorded host)."""
+    try:
+        data = json.loads(path.read_text())
+        total = dict(data.get("total", {}))
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return {"total": {}, "stretches": []}
+    stretches = data.get("stretches")
+    if stretches is None:
+        stretches = [{"host": None, "seconds": total}] if total else []
+    return {"total": total, "stretches": list(stretches)}
+
+
+def read_stretches(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The stretches a timing.json records (see WallClock)."""
+    return _read(path)["stretches"]

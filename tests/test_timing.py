@@ -1,0 +1,93 @@
+"""The machine description and the per-stretch wall time a run keeps in timing.json."""
+
+import json
+
+import pytest
+
+from fbl_jax.train import host, timing
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 167
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse avx avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
+
+processor\t: 1
+model name\t: Something Else
+"""
+
+
+def test_cpu_info_reads_the_first_processor_of_cpuinfo():
+    assert host.cpu_info(CPUINFO) == {
+        "cpu": "Intel(R) Xeon(R) Processor",
+        "cpu_flags": ["avx2", "avx512f", "avx512_bf16", "amx_tile"],
+        "cpu_family_model": "6/167",
+    }
+    amd = "model name\t: AMD EPYC\ncpu family\t: 23\nmodel\t: 49\nflags\t: sse avx avx2\n"
+    assert host.cpu_info(amd)["cpu_flags"] == ["avx2"]
+
+
+def test_labels_of_a_cpu_and_an_accelerator():
+    cpu = {"backend": "cpu", "devices": 1, "cpu": "AMD EPYC", "cpu_family_model": "26/2",
+           "cpu_flags": ["avx2", "avx512f"], "cores": 1, "cores_total": 2}  # fmt: skip
+    assert host.label(cpu) == "AMD EPYC (26/2; avx2 avx512f), 1 of 2 cores"
+    assert host.label(cpu, cores=False) == "AMD EPYC (26/2; avx2 avx512f), 2 cores"
+    tpu = {"backend": "tpu", "devices": 4, "device_kind": "TPU v4", "processes": 8}
+    assert host.label(tpu) == "4× TPU v4 (tpu), 8 processes"
+
+
+def test_describe_on_this_machine_counts_the_cores_this_process_may_use():
+    info = host.describe()
+    assert info["backend"] == "cpu"  # the tests' backend
+    assert info["cores"] == len(__import__("os").sched_getaffinity(0))
+
+
+def _clock(tmp_path, monkeypatch, seconds, **kw):
+    monkeypatch.setattr(timing.host, "describe", lambda: {"backend": "cpu", "cpu": "CPU-X"})
+    clock = timing.WallClock(tmp_path / "sweep", "timing_program0.json", **kw)
+    for phase, s in seconds.items():
+        clock.add(phase, s)
+    return clock
+
+
+def test_stretches_accumulate_over_processes_in_the_program_and_run_files(tmp_path, monkeypatch):
+    runs = [tmp_path / "sweep" / "a", tmp_path / "sweep" / "b"]
+    for d in runs:
+        d.mkdir(parents=True)
+    first = _clock(tmp_path, monkeypatch, {"train": 10.0, "eval": 2.0}, run_dirs=runs,
+                   first_step=0, total_steps=100, batch_size=64)  # fmt: skip
+    first.write(40)  # a checkpoint at step 40 ...
+    first.write(40, "stopped")  # ... then a stop: the same stretch, not a second one
+    second = _clock(tmp_path, monkeypatch, {"train": 30.0, "compile": 5.0}, run_dirs=runs,
+                    first_step=40, total_steps=100, batch_size=64)  # fmt: skip
+    second.write(100, "finished")
+    files = [tmp_path / "sweep" / "timing_program0.json"] + [d / "timing.json" for d in runs]
+    for path in files:
+        record = json.loads(path.read_text())
+        assert record["total"] == {"compile": 5.0, "train": 40.0, "eval": 2.0, "checkpoint": 0.0}
+        got = [(s["first_step"], s["last_step"], s["status"], s["images_per_s"], s["host"])
+               for s in record["stretches"]]  # fmt: skip
+        assert got == [(0, 40, "stopped", 40 * 64 / 10.0, "CPU-X"),
+                       (40, 100, "finished", 60 * 64 / 30.0, "CPU-X")]  # fmt: skip
+        assert record["stretches"][0]["runs_in_process"] == ["a", "b"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_file_from_before_stretches_counts_as_one_unrecorded_stretch(tmp_path, monkeypatch):
+    (tmp_path / "sweep").mkdir()
+    old = {"this_process": {"train": 7.0}, "total": {"train": 7.0, "eval": 1.0}}
+    (tmp_path / "sweep" / "timing_program0.json").write_text(json.dumps(old))
+    _clock(tmp_path, monkeypatch, {"train": 3.0}, first_step=50).write(60, "finished")
+    stretches = timing.read_stretches(tmp_path / "sweep" / "timing_program0.json")
+    assert [s["host"] for s in stretches] == [None, "CPU-X"]
+    assert stretches[0]["seconds"] == {"train": 7.0, "eval": 1.0}
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", ""])
+def test_an_unreadable_timing_file_starts_afresh(tmp_path, monkeypatch, text):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "timing_program0.json").write_text(text)
+    _clock(tmp_path, monkeypatch, {"train": 3.0}).write(10)
+    record = json.loads((tmp_path / "sweep" / "timing_program0.json").read_text())
+    assert record["total"]["train"] == 3.0 and len(record["stretches"]) == 1
