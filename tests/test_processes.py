@@ -1,6 +1,7 @@
 """A sweep wave shared over pinned child processes (config.sweep_processes): how runs and cores
 are dealt out, and a two-process tiny sweep against the same sweep in one process."""
 
+import json
 import os
 import re
 
@@ -52,6 +53,15 @@ def test_two_processes_train_what_one_process_trains(tmp_path, capfd):
         assert train[0][1]["loss"] == pytest.approx(train[0][0]["loss"], rel=1e-5)
         for x, y in train:
             assert y["loss"] == pytest.approx(x["loss"], rel=1e-2), (name, x["step"])
+    # each child pinned to one core: its run's stretch says so (the machine's line ends so)
+    total = os.cpu_count()
+    for name in one:
+        (alone,) = json.loads((tmp_path / "one" / name / "timing.json").read_text())["stretches"]
+        (child,) = json.loads((tmp_path / "two" / name / "timing.json").read_text())["stretches"]
+        cores = len(os.sched_getaffinity(0))
+        assert alone["host"].endswith(f", {cores} of {total} cores"), alone["host"]
+        assert alone["runs_in_process"] == ["loss.name=ce", "loss.name=fbl"]
+        assert child["host"].endswith(f", 1 of {total} cores") and "runs_in_process" not in child
     assert sorted(p.name for p in (tmp_path / "two").glob("timing_*.json")) == [
         "timing_program0_process0.json",
         "timing_program0_process1.json",

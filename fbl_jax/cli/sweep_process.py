@@ -6,15 +6,14 @@ parent's pickled list of runs, work directory, timing file name and cores.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import pickle
 import sys
+
+from fbl_jax import pinned
 
 
 def main(spec_path: str) -> int:
-    spec = pickle.loads(pathlib.Path(spec_path).read_bytes())
-    os.sched_setaffinity(0, spec["cpus"])  # before JAX (imported below) sizes its thread pools
+    spec = pinned.read_spec(spec_path)  # pinned before JAX is imported (below)
     from fbl_jax.cli import cpu_flags, xla_cache
     from fbl_jax.cli.logs import setup_logging
 

@@ -16,9 +16,7 @@ import logging
 import math
 import os
 import pathlib
-import pickle
 import subprocess
-import sys
 import tempfile
 import time
 import types
@@ -27,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fbl_jax import defaults
+from fbl_jax import defaults, pinned
 from fbl_jax.data.device_pipeline import DevicePipeline
 from fbl_jax.data.eval_batches import eval_batches
 from fbl_jax.data.long_tail import long_tail_counts
@@ -113,16 +111,12 @@ def _measure(config: Any, runs: int) -> dict[str, float]:
 
 def _measure_in_processes(config: Any, processes: int) -> dict[str, float]:
     """`processes` probes at once, each pinned as train/processes.py pins a wave's children."""
-    cores = share(sorted(os.sched_getaffinity(0)), processes)
-    children = []
+    specs = [{"config": config, "cpus": cpus}
+             for cpus in share(sorted(os.sched_getaffinity(0)), processes)]  # fmt: skip
+    results = []
     with tempfile.TemporaryDirectory(prefix="fbl_jax_probe_") as tmp:
-        for i, cpus in enumerate(cores):
-            spec = pathlib.Path(tmp) / f"probe{i}.pkl"
-            spec.write_bytes(pickle.dumps({"config": config, "cpus": cpus}))
-            env = {**os.environ, "OMP_NUM_THREADS": str(len(cpus))}
-            cmd = [sys.executable, "-m", "fbl_jax.reproduce.probe_process", str(spec)]
-            children.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
-        results = []
+        children = pinned.spawn("fbl_jax.reproduce.probe_process", specs, pathlib.Path(tmp),
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
         for child in children:
             out, _ = child.communicate()
             if child.returncode:

@@ -7,15 +7,13 @@ its measurement as one JSON line.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import pickle
 import sys
+
+from fbl_jax import pinned
 
 
 def main(spec_path: str) -> int:
-    spec = pickle.loads(pathlib.Path(spec_path).read_bytes())
-    os.sched_setaffinity(0, spec["cpus"])  # before JAX (imported below) sizes its thread pools
+    spec = pinned.read_spec(spec_path)  # pinned before JAX is imported (below)
     from fbl_jax.cli import cpu_flags, xla_cache
 
     cpu_flags.apply_fast_cpu_flags()

@@ -14,15 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import pickle
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax import pinned
 from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted, stop_requested
 
 log = logging.getLogger("fbl_jax")
@@ -52,18 +51,15 @@ def train_in_processes(
 
     groups = share(list(runs), processes)
     cores = share(sorted(os.sched_getaffinity(0)), len(groups))
-    children = []
+    specs = [
+        {"runs": [(r.name, r.config, workdir / r.name) for r in group], "workdir": workdir,
+         "timing": timing_name.replace(".json", f"_process{i}.json"), "cpus": cpus}
+        for i, (group, cpus) in enumerate(zip(groups, cores))
+    ]  # fmt: skip
+    for i, (group, cpus) in enumerate(zip(groups, cores)):
+        log.info("process %d on core(s) %s: %s", i, cpus, ", ".join(r.name for r in group))
     with tempfile.TemporaryDirectory(prefix="fbl_jax_wave_") as tmp:
-        for i, (group, cpus) in enumerate(zip(groups, cores)):
-            spec = pathlib.Path(tmp) / f"child{i}.pkl"
-            members = [(r.name, r.config, workdir / r.name) for r in group]
-            timing = timing_name.replace(".json", f"_process{i}.json")
-            spec.write_bytes(pickle.dumps({"runs": members, "workdir": workdir,
-                                           "timing": timing, "cpus": cpus}))  # fmt: skip
-            env = {**os.environ, "OMP_NUM_THREADS": str(len(cpus))}
-            cmd = [sys.executable, "-m", "fbl_jax.cli.sweep_process", str(spec)]
-            log.info("process %d on core(s) %s: %s", i, cpus, ", ".join(r.name for r in group))
-            children.append(subprocess.Popen(cmd, env=env))
+        children = pinned.spawn("fbl_jax.cli.sweep_process", specs, pathlib.Path(tmp))
         codes = _wait(children)
     failed = [i for i, code in enumerate(codes) if code not in (0, PREEMPTED_EXIT_CODE)]
     if failed:
