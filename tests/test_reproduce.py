@@ -178,8 +178,15 @@ def test_a_stop_mid_stage_and_a_rerun_end_like_one_call(tiny, tmp_path, monkeypa
     run = tmp_path / "runs" / stage / "seed=0"
     stopped_at, _ = final_params(run)
     assert stopped_at == STOP_AT
+    (plan_stage,) = [s for s in build_plan("tiny", ["digits_lt"], ["2"], 1, {}) if s.name == stage]
+    assert execute.stage_progress(plan_stage, tmp_path) == pytest.approx(STOP_AT / 30)
     assert cli.main(args) == 0
-    assert json.loads((tmp_path / "stages.json").read_text())[stage]["status"] == "done"
+    state = json.loads((tmp_path / "stages.json").read_text())[stage]
+    assert state["status"] == "done"
+    assert [s["status"] for s in state["stretches"]] == ["stopped", "done"]
+    stretches = json.loads((run / "timing.json").read_text())["stretches"]
+    assert [(s["first_step"], s["last_step"], s["status"]) for s in stretches] == [
+        (0, STOP_AT, "stopped"), (STOP_AT, 30, "finished")]  # fmt: skip
     ref = tiny / "runs" / stage / "seed=0"
     strip = [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_records(run)]
     assert strip == [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_records(ref)]
@@ -187,6 +194,53 @@ def test_a_stop_mid_stage_and_a_rerun_end_like_one_call(tiny, tmp_path, monkeypa
     ref_step, ref_params = final_params(ref)
     assert step == ref_step == 30
     assert json.dumps(jax_tree_list(params)) == json.dumps(jax_tree_list(ref_params))
+
+
+def test_export_keeps_finished_runs_without_checkpoints_and_report_rebuilds(tiny, tmp_path):
+    from fbl_jax import report
+
+    dest = tmp_path / "results"
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert cli.main(["export", "--out", str(tiny), "--to", str(dest)]) == 0
+    finished = sorted(  # every run with a final record, found here without the package
+        str(d.relative_to(tiny)) for d in (tiny / "runs").glob("*/*")
+        if d.is_dir() and '"type": "final"' in (d / "metrics.jsonl").read_text()
+    )  # fmt: skip
+    kept = sorted(str(d.relative_to(dest)) for d in (dest / "runs").glob("*/*") if d.is_dir())
+    assert kept == finished and len(kept) == 6
+    assert not [p for p in dest.rglob("*") if p.name in ("checkpoints", "best")]
+    assert (tiny / finished[0] / "checkpoints").is_dir()  # the source keeps its own
+    for run in finished:
+        assert (dest / run / "metrics.jsonl").read_bytes() == (
+            tiny / run / "metrics.jsonl"
+        ).read_bytes()
+        trained = "tau_norm" not in run
+        assert (dest / run / "final_params.npz").is_file() == trained, run
+    assert (dest / "stages.json").is_file() and (dest / "report/paper_comparison.md").is_file()
+    assert "exported 6 finished run(s)" in console.getvalue()
+    # the tables again, from the copy: the same as from the training folder
+    stage = "runs/digits_lt_if10_table2"
+    for src, out in ((tiny, tmp_path / "a"), (dest, tmp_path / "b")):
+        assert report.main([str(src / stage), "--out", str(out), "--no-figures"]) == 0
+    assert (tmp_path / "a/summary.md").read_text() == (tmp_path / "b/summary.md").read_text()
+
+
+def test_export_names_unfinished_runs_and_refuses_a_folder_inside_out(tmp_path, capsys):
+    for name, lines in (("a", ['{"type": "train"}', '{"type": "final"}']), ("b", ["{}"])):
+        run = tmp_path / "out/runs/stage" / name
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (run / "config.json").write_text("{}")
+    out = str(tmp_path / "out")
+    assert cli.main(["export", "--out", out, "--to", str(tmp_path / "res")]) == 0
+    printed = capsys.readouterr().out
+    assert "not finished yet (left out; export again later): stage/b" in printed
+    assert "kept without a model (final_params.npz" in printed and "stage/a" in printed
+    assert [p.name for p in (tmp_path / "res/runs/stage").iterdir()] == ["a"]
+    assert cli.main(["export", "--out", out, "--to", f"{out}/kept"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fbl-reproduce export: error: --to") and err.count("\n") == 1
 
 
 def test_the_budget_is_a_deadline_that_requests_the_stop(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@
                   [--tables 2,4,5] [--methods ce,fbl] [--seeds 3] [--budget 15m] [--dry-run]
     fbl-reproduce --plan tiny --out OUT          # the same machinery on demo-sized work
     fbl-reproduce pack ...                       # data as split lists for an offline host
+    fbl-reproduce export --out OUT --to DEST     # finished runs without checkpoints, as results
 
 --data-root holds the lossless image folders as cifar10/ and cifar100/ ($HOME/data/cifar10 from
 `mkdir -p $HOME/data/cifar10 && tar -xzf cifar10-lossless.tar.gz -C $HOME/data/cifar10`, both
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Subcommand: `fbl-reproduce pack --help` packs data for an offline host.",
+        epilog="Subcommands: `fbl-reproduce pack --help` packs data for an offline host; "
+        "`fbl-reproduce export --help` keeps the finished runs without their checkpoints.",
     )
     p.add_argument("--plan", default="paper", help="paper (CIFAR-LT, the paper's protocol) | tiny")
     p.add_argument("--out", required=True, help="output folder; the same one resumes")
@@ -261,6 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         pack.add_pack_arguments(parser)
         args, run = parser.parse_args(argv[1:]), pack.pack
+    elif argv[:1] == ["export"]:
+        from fbl_jax.reproduce import export
+
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} export",
+            description=export.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        export.add_export_arguments(parser)
+        args, run = parser.parse_args(argv[1:]), export.export
     else:
         parser = build_parser()
         args, run = parser.parse_args(argv), reproduce
