@@ -42,6 +42,7 @@ from fbl_jax.report.tables import (
     per_class_section,
     results_table,
     run_summary,
+    time_table,
 )
 
 # Shape of the figures: 8×5 inches at 100 dpi is 800×500 pixels.
@@ -204,6 +205,7 @@ def make_report(
     if figures:
         md += ["## Figures", "", "Each figure is also a PDF of the same name, for papers.", ""]
         md += [f"![{p.stem}]({p.name}) ([PDF]({p.stem}.pdf))" for p in drawn] + [""]
+    md += time_table(runs)
     md += ["## Problems", ""]
     md += [f"- **{run}**: {msg}" for run, msg in problems] or ["None."]
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")

@@ -46,6 +46,7 @@ class Run:
     train: list[dict[str, Any]]
     evals: list[dict[str, Any]]
     final: dict[str, Any] | None
+    stretches: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # timing.json
 
     @property
     def num_classes(self) -> int:
@@ -101,6 +102,19 @@ def _read_records(path: pathlib.Path) -> tuple[dict[str, list[dict[str, Any]]], 
     return records, problems
 
 
+def _read_stretches(path: pathlib.Path) -> list[dict[str, Any]]:
+    """timing.json's stretches (docs/runs.md); a file from before stretches were recorded is
+    one stretch on an unrecorded machine; none if there is no readable file."""
+    try:
+        data = _read_json(path)
+        stretches = data.get("stretches")
+        if stretches is None and data.get("total"):
+            stretches = [{"host": None, "seconds": data["total"]}]
+        return [s for s in stretches or [] if isinstance(s, dict)]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
+        return []
+
+
 def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]]:
     """Parse one run directory; returns (run or None if unreadable, problem messages)."""
     path = pathlib.Path(path)
@@ -137,6 +151,7 @@ def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]
         records["train"],
         records["eval"],
         final,
+        _read_stretches(path / "timing.json"),
     )
     if final is None:
         tests = run.test_evals

@@ -270,3 +270,37 @@ def run_summary(run: Run) -> dict[str, Any]:
         "best_on_minival": {k: best.get(k) for k in keep} if best else None,
         "best_step": run.final.get("best_step") if run.final else None,
     }
+
+
+def time_table(runs: Sequence[Run]) -> list[str]:
+    """Markdown lines: each run's wall time by machine, from its timing.json stretches (a run
+    stopped and resumed may have trained on several machines); empty if no run has any."""
+    rows = []
+    for run in runs:
+        by_host: dict[str, list[dict[str, Any]]] = {}
+        for stretch in run.stretches:
+            by_host.setdefault(stretch.get("host") or "not recorded", []).append(stretch)
+        batch = run.config.get("batch_size")
+        for host, stretches in by_host.items():
+            seconds = [s.get("seconds", {}) for s in stretches]
+            wall = sum(sum(v.values()) for v in seconds)
+            train = sum(v.get("train", 0.0) for v in seconds)
+            steps = sum(s["last_step"] - s["first_step"] for s in stretches if "last_step" in s)
+            rate = f"{steps * batch / train:.0f}" if batch and steps and train else "—"
+            shared = any(s.get("runs_in_process") for s in stretches)
+            rows.append([method_name(run.config), run.config.get("seed"), host, len(stretches),
+                         steps or "—", _duration(wall) + (" (shared)" if shared else ""), rate])  # fmt: skip
+    if not rows:
+        return []
+    header = ["Method", "Seed", "Machine", "Stretches", "Steps", "Wall time", "Train images/s"]
+    return ["## Time", "",
+            "Each run's wall time (compile, training, evaluation, checkpoints) by the machine it "
+            "trained on, summed over its stretches (one per process that trained it: a run "
+            "stopped and resumed may have run on several machines). *Shared*: the process "
+            "trained other runs too, so they share these seconds.", "",
+            *md_table(header, rows), ""]  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
