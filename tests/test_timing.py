@@ -91,3 +91,30 @@ def test_an_unreadable_timing_file_starts_afresh(tmp_path, monkeypatch, text):
     _clock(tmp_path, monkeypatch, {"train": 3.0}).write(10)
     record = json.loads((tmp_path / "sweep" / "timing_program0.json").read_text())
     assert record["total"]["train"] == 3.0 and len(record["stretches"]) == 1
+
+
+def test_the_eta_follows_the_recent_pace_and_forgets_a_pause(tmp_path, monkeypatch, caplog):
+    """Hand values: 100 steps every 10 s, then a 1,000 s pause, then 100 steps every 20 s."""
+    import logging
+    import types
+
+    from fbl_jax.train import writers
+
+    times = [10.0 * i for i in range(5)] + [
+        1040.0 + 20.0 * i for i in range(writers.ETA_WINDOW + 1)
+    ]
+    clock = iter(times)
+    monkeypatch.setattr(writers, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    writer = writers.MetricWriter(tmp_path, enabled=False, total_steps=100_000)
+    record = {"epoch": 0.0, "loss": 1.0, "train_top1": 0.5, "lr": 0.1, "alpha": 0.0}
+    etas = []
+    with caplog.at_level(logging.INFO, logger="fbl_jax"):
+        for i in range(len(times)):
+            writer.train_line({**record, "step": 100 * (i + 1)})
+            etas.append(caplog.records[-1].getMessage().rsplit("ETA ", 1)[1])
+    assert etas[0] == "?"  # one point: no pace yet
+    assert etas[1] == "2:46:20"  # 10 s / 100 steps × 99,800 steps = 9,980 s
+    # right after the pause the window still holds it: 1,040 s over 500 steps, × 99,400 steps
+    assert etas[5] == "57:25:52"
+    # 20 lines on, the window starts after the pause: 400 s over 2,000 steps, × 97,400 steps
+    assert len(etas) == 26 and etas[-1] == "5:24:40"

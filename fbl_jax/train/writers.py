@@ -5,6 +5,7 @@ Only process 0 writes. A non-finite logged value stops the run with an error nam
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -15,6 +16,9 @@ from typing import Any
 log = logging.getLogger("fbl_jax")
 
 SCALAR_EVAL_KEYS = ("top1", "top5", "balanced_top1", "many_shot", "medium_shot", "few_shot")
+# The ETA follows the pace of the last this-many console lines (evaluations between them
+# included), so a pause, a slow start or a busier stretch of a shared machine fades out.
+ETA_WINDOW = 20
 
 
 class NonFiniteError(FloatingPointError):
@@ -35,8 +39,9 @@ class MetricWriter:
         self.enabled = enabled
         self.total_steps = total_steps
         self._tb = None
-        self._t0 = time.time()
-        self._step0: int | None = None
+        self._recent: collections.deque[tuple[float, int]] = collections.deque(
+            maxlen=ETA_WINDOW + 1
+        )
 
     def _tensorboard(self):
         # created on the first scalar, so a rerun that trains nothing adds no empty event file
@@ -78,11 +83,13 @@ class MetricWriter:
 
     def train_line(self, record: dict[str, Any]) -> None:
         step = record["step"]
-        if self._step0 is None:
-            self._step0, self._t0 = step, time.time()
-        elapsed = time.time() - self._t0
-        done = step - self._step0
-        eta = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
+        self._recent.append((time.time(), step))
+        (t_old, s_old), (t_new, s_new) = self._recent[0], self._recent[-1]
+        eta = (
+            (t_new - t_old) / (s_new - s_old) * (self.total_steps - step)
+            if s_new > s_old
+            else float("nan")
+        )
         speed = record.get("images_per_s")
         log.info(
             "epoch %.2f step %d/%d | loss %.4f | train top1 %.2f | lr %.5f | alpha %.4f | "
