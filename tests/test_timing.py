@@ -118,3 +118,37 @@ def test_the_eta_follows_the_recent_pace_and_forgets_a_pause(tmp_path, monkeypat
     assert etas[5] == "57:25:52"
     # 20 lines on, the window starts after the pause: 400 s over 2,000 steps, × 97,400 steps
     assert len(etas) == 26 and etas[-1] == "5:24:40"
+
+
+def test_compile_time_excludes_the_steps_queued_before_a_first_call():
+    """A new compiled call first used behind slow dispatched work (as the epoch's last
+    one-step call sits behind the log interval's scanned steps): its compile time must not
+    include that work, which is training time."""
+    import functools
+    import time as _time
+
+    import jax
+    import jax.numpy as jnp
+
+    from fbl_jax.train import runners
+
+    def work(s, d):  # about a second of matrix products on one core
+        x = jnp.full((256, 256), 1e-3) * (1 + s[0])
+        x = jax.lax.fori_loop(0, 3000, lambda i, x: jnp.tanh(x @ x), x)
+        return s + x[0, :4], {"loss": s.sum()}
+
+    pmap = functools.partial(jax.pmap, devices=jax.local_devices()[:1])  # as the runner calls
+    multi, one = pmap(work), pmap(lambda s, d: (s * 2, {"loss": s.sum()}))
+    state, data = jnp.zeros((1, 4)), jnp.zeros((1,))
+    jax.block_until_ready(multi(state, data))  # compiled
+    t0 = _time.perf_counter()
+    jax.block_until_ready(multi(state, data))
+    work_s = _time.perf_counter() - t0
+    runner = object.__new__(runners.ProgramRunner)
+    group = runners._Group([0], False, state, data, {"multi": multi, "one": one})
+    runner.groups, runner.k, runner.device_pipeline = [group], 4, True
+    runner._warm, runner._host = {multi}, {}
+    runner.advance(0, 4, [True])  # dispatched: it runs in the background
+    _, done, compile_s = runner.advance(4, 1, [True])  # the one-step call's first use
+    assert done == 1 and compile_s is not None
+    assert compile_s < 0.5 * work_s, (compile_s, work_s)

@@ -141,7 +141,8 @@ class ProgramRunner:
     def advance(self, step: int, n: int, alive: Sequence[bool]):
         """Up to `n` steps of the live runs: (metrics per run or None, steps done, compile s).
 
-        A compiled call's first use waits for its result, so its compile time is measured.
+        A compiled call's first use waits for the steps dispatched before it, then for its own
+        result, so its compile time (with its one call's run) is measured apart.
         """
         out: list[Any] = [None] * len(alive)
         compile_s, done = None, 0
@@ -156,7 +157,10 @@ class ProgramRunner:
             else:
                 fn, done = g.calls["one"], 1
                 args = (g.state, g.data if self.device_pipeline else self._host_batch(step))
-            t0, first = time.perf_counter(), fn not in self._warm
+            first = fn not in self._warm
+            if first:  # the steps dispatched before it are training time, not its compile time
+                jax.block_until_ready(g.state)
+            t0 = time.perf_counter()
             g.state, metrics = fn(*args)
             if first:
                 jax.block_until_ready(metrics)
