@@ -245,6 +245,20 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(name: str, argv: list[str]) -> tuple[argparse.ArgumentParser, Any, Any]:
+    """`fbl-reproduce pack|export ...`: (parser, parsed arguments, the function to run)."""
+    import importlib
+
+    module = importlib.import_module(f"fbl_jax.reproduce.{name}")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} {name}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    getattr(module, f"add_{name}_arguments")(parser)
+    return parser, parser.parse_args(argv), getattr(module, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from fbl_jax.cli import cpu_flags, xla_cache
@@ -253,26 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     cpu_flags.apply_fast_cpu_flags()
     xla_cache.enable()
-    if argv[:1] == ["pack"]:
-        from fbl_jax.reproduce import pack
-
-        parser = argparse.ArgumentParser(
-            prog=f"{PROG} pack",
-            description=pack.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        pack.add_pack_arguments(parser)
-        args, run = parser.parse_args(argv[1:]), pack.pack
-    elif argv[:1] == ["export"]:
-        from fbl_jax.reproduce import export
-
-        parser = argparse.ArgumentParser(
-            prog=f"{PROG} export",
-            description=export.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        export.add_export_arguments(parser)
-        args, run = parser.parse_args(argv[1:]), export.export
+    if argv[:1] in (["pack"], ["export"]):
+        parser, args, run = _subcommand(argv[0], argv[1:])
     else:
         parser = build_parser()
         args, run = parser.parse_args(argv), reproduce
