@@ -1017,20 +1017,19 @@ def test_time_table_sums_each_runs_stretches_by_machine(tmp_path, capsys):
     another run there; one run trained before stretches were recorded."""
     a, _ = write_run(tmp_path, "a", loss="ce", config_extra={"batch_size": 64})
     b, _ = write_run(tmp_path, "b", loss="fbl", config_extra={"batch_size": 64})
-    stretch = {"host": "CPU A", "first_step": 0, "last_step": 1000,
+    stretch = {"host": "CPU A", "first_step": 0, "last_step": 1000, "cpu_s": 300.0,
                "seconds": {"compile": 10.0, "train": 320.0, "eval": 30.0, "checkpoint": 5.0}}  # fmt: skip
-    later = {**stretch, "host": "CPU B", "first_step": 1000, "last_step": 3000,
+    later = {**stretch, "host": "CPU B", "first_step": 1000, "last_step": 3000, "cpu_s": 3000.0,
              "seconds": {"train": 3200.0, "eval": 400.0}, "runs_in_process": ["a", "c"]}  # fmt: skip
     (a / "timing.json").write_text(json.dumps({"stretches": [stretch, later, {**later}]}))
     (b / "timing.json").write_text(json.dumps({"total": {"train": 7000.0, "eval": 200.0}}))
     summary, _ = _report([a, b], tmp_path / "out", capsys)
     text = (tmp_path / "out" / "summary.md").read_text()
     rows = [line for line in text.split("## Time")[1].splitlines() if line.startswith("| ")][1:]
-    assert (
-        rows
-        == [
-            "| CE | 0 | CPU A | 1 | 1000 | 6 min 05 s | 200 |",  # 1000·64 / 320 s
-            "| CE | 0 | CPU B | 2 | 4000 | 2 h 00 min (shared) | 40 |",  # 4000·64 / 6400 s; 7200 s in all
-            "| FBL (paper form) | 0 | not recorded | 1 | — | 2 h 00 min | — |",
-        ]
-    ), text
+    expected = [
+        "| CE | 0 | CPU A | 1 | 1000 | 6 min 05 s | 5 min 00 s | 200 |",  # 1000·64 / 320 s
+        # 4000·64 / 6400 s; 7200 s of wall time and 6000 s of CPU time in all
+        "| CE | 0 | CPU B | 2 | 4000 | 2 h 00 min (shared) | 1 h 40 min (shared) | 40 |",
+        "| FBL (paper form) | 0 | not recorded | 1 | — | 2 h 00 min | — | — |",
+    ]
+    assert rows == expected, text

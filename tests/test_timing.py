@@ -1,6 +1,8 @@
 """The machine description and the per-stretch wall time a run keeps in timing.json."""
 
 import json
+import time
+import types
 
 import pytest
 
@@ -43,8 +45,15 @@ def test_describe_on_this_machine_counts_the_cores_this_process_may_use():
     assert info["cores"] == len(__import__("os").sched_getaffinity(0))
 
 
-def _clock(tmp_path, monkeypatch, seconds, **kw):
+def _clock(tmp_path, monkeypatch, seconds, cpu=(0.0, 0.0), **kw):
+    """A WallClock whose phases took `seconds` and whose process used CPU from cpu[0] to
+    cpu[1] (process_time at its start and at every write)."""
     monkeypatch.setattr(timing.host, "describe", lambda: {"backend": "cpu", "cpu": "CPU-X"})
+    cpu_clock = iter([cpu[0], *[cpu[1]] * 10])
+    fake = types.SimpleNamespace(
+        perf_counter=time.perf_counter, process_time=lambda: next(cpu_clock)
+    )
+    monkeypatch.setattr(timing, "time", fake)
     clock = timing.WallClock(tmp_path / "sweep", "timing_program0.json", **kw)
     for phase, s in seconds.items():
         clock.add(phase, s)
@@ -55,8 +64,8 @@ def test_stretches_accumulate_over_processes_in_the_program_and_run_files(tmp_pa
     runs = [tmp_path / "sweep" / "a", tmp_path / "sweep" / "b"]
     for d in runs:
         d.mkdir(parents=True)
-    first = _clock(tmp_path, monkeypatch, {"train": 10.0, "eval": 2.0}, run_dirs=runs,
-                   first_step=0, total_steps=100, batch_size=64)  # fmt: skip
+    first = _clock(tmp_path, monkeypatch, {"train": 10.0, "eval": 2.0}, cpu=(3.0, 14.5),
+                   run_dirs=runs, first_step=0, total_steps=100, batch_size=64)  # fmt: skip
     first.write(40)  # a checkpoint at step 40 ...
     first.write(40, "stopped")  # ... then a stop: the same stretch, not a second one
     second = _clock(tmp_path, monkeypatch, {"train": 30.0, "compile": 5.0}, run_dirs=runs,
@@ -71,6 +80,7 @@ def test_stretches_accumulate_over_processes_in_the_program_and_run_files(tmp_pa
         assert got == [(0, 40, "stopped", 40 * 64 / 10.0, "CPU-X"),
                        (40, 100, "finished", 60 * 64 / 30.0, "CPU-X")]  # fmt: skip
         assert record["stretches"][0]["runs_in_process"] == ["a", "b"]
+        assert [s["cpu_s"] for s in record["stretches"]] == [11.5, 0.0]
     assert not list(tmp_path.rglob("*.tmp"))
 
 

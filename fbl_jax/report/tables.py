@@ -287,17 +287,22 @@ def time_table(runs: Sequence[Run]) -> list[str]:
             train = sum(v.get("train", 0.0) for v in seconds)
             steps = sum(s["last_step"] - s["first_step"] for s in stretches if "last_step" in s)
             rate = f"{steps * batch / train:.0f}" if batch and steps and train else "—"
-            shared = any(s.get("runs_in_process") for s in stretches)
+            shared = " (shared)" if any(s.get("runs_in_process") for s in stretches) else ""
+            cpu = [s["cpu_s"] for s in stretches if "cpu_s" in s]
             rows.append([method_name(run.config), run.config.get("seed"), host, len(stretches),
-                         steps or "—", _duration(wall) + (" (shared)" if shared else ""), rate])  # fmt: skip
+                         steps or "—", _duration(wall) + shared,
+                         _duration(sum(cpu)) + shared if cpu else "—", rate])  # fmt: skip
     if not rows:
         return []
-    header = ["Method", "Seed", "Machine", "Stretches", "Steps", "Wall time", "Train images/s"]
+    header = ["Method", "Seed", "Machine", "Stretches", "Steps", "Wall time", "CPU time",
+              "Train images/s"]  # fmt: skip
     return ["## Time", "",
             "Each run's wall time (compile, training, evaluation, checkpoints) by the machine it "
             "trained on, summed over its stretches (one per process that trained it: a run "
             "stopped and resumed may have run on several machines). *Shared*: the process "
-            "trained other runs too, so they share these seconds.", "",
+            "trained other runs too, so they share these seconds. *CPU time*: the process's CPU "
+            "seconds (all threads), which leave out pauses and, for a one-thread process, what "
+            "other load on the machine took.", "",
             *md_table(header, rows), ""]  # fmt: skip
 
 

@@ -40,6 +40,9 @@ class WallClock:
     stretch per process that trained the run (the machine, when, which steps, its seconds), so
     a run stopped and resumed on several machines says how long it took on each.
 
+    A stretch also keeps the process's CPU seconds (all its threads): unlike wall time, they
+    leave out a paused process and, on a one-thread process, time a busy machine took from it.
+
     Written to WORKDIR/FILENAME and to each run directory's timing.json (where that is another
     file) at every checkpoint and at the end, atomically, so a killed process loses at most the
     time since its last checkpoint (whose steps the restart trains again).
@@ -62,6 +65,7 @@ class WallClock:
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
         self.previous = {path: _read(path) for path in self.paths}
         self.batch_size = batch_size
+        self._cpu0 = time.process_time()  # CPU seconds: what a pause or a busy neighbour leaves out
         self.stretch: dict[str, Any] = {
             "host": host.label(host.describe()) if self.paths else None,
             "started": _now(),
@@ -89,7 +93,8 @@ class WallClock:
         """`step`: the last step this process has saved (or finished); `status`: running,
         stopped or finished."""
         stretch = {**self.stretch, "ended": _now(), "status": status,
-                   "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}  # fmt: skip
+                   "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                   "cpu_s": round(time.process_time() - self._cpu0, 1)}  # fmt: skip
         if step is not None:
             stretch["last_step"] = step
             steps = step - stretch["first_step"]
