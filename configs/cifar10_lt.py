@@ -50,7 +50,7 @@ def get_config():
     c.eval_every_epoch_from = 160
     c.checkpoint_every_epochs = 5
     # a sweep's runs (fbl-sweep, fbl-reproduce) in one process per core on the CPU: two runs'
-    # epochs ~ a fifth faster than in one two-core process (BENCHMARKS.md, CPU-7)
+    # epochs ~ a fifth faster than in one two-core process (BENCHMARKS.md, CPU-7 and CPU-8)
     c.sweep_processes = 0
     c.model.name = "resnet32"
     c.loss.name = "fbl"

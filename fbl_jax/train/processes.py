@@ -1,7 +1,7 @@
 """A sweep wave in several processes on the CPU, each on its own cores.
 
 On a 2-core machine two one-thread processes train CIFAR-LT ResNet-32 side by side in about a
-fifth less time than one two-thread process trains the same runs (BENCHMARKS.md, CPU-7): the
+fifth less time than one two-thread process trains the same runs (BENCHMARKS.md, CPU-7, CPU-8): the
 small convolutions and the per-call runtime work of one process do not keep two cores busy. So
 where the runs of a wave take their steps one after another anyway (the sequential run axis),
 `config.sweep_processes` can share them out over child processes, each pinned to its own share
