@@ -16,17 +16,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax import hugepages
+
 
 def spawn(
     module: str, specs: Sequence[dict[str, Any]], tmp: pathlib.Path, **popen: Any
 ) -> list[subprocess.Popen]:
     """One `python -m MODULE SPEC` child per spec (a picklable dict with the child's cores
-    under "cpus"), with as many OpenMP threads as it has cores; `popen`: Popen's keywords."""
+    under "cpus"), with as many OpenMP threads as it has cores and malloc's huge pages
+    (hugepages.py); `popen`: Popen's keywords."""
     children = []
     for i, spec in enumerate(specs):
         path = pathlib.Path(tmp) / f"child{i}.pkl"
         path.write_bytes(pickle.dumps(spec))
-        env = {**os.environ, "OMP_NUM_THREADS": str(len(spec["cpus"]))}
+        env = {**hugepages.with_tunable(os.environ), "OMP_NUM_THREADS": str(len(spec["cpus"]))}
         cmd = [sys.executable, "-m", module, str(path)]
         children.append(subprocess.Popen(cmd, env=env, **popen))
     return children

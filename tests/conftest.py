@@ -13,6 +13,12 @@ os.environ["XLA_FLAGS"] = (
     + f" {TEST_COMPILE_FLAGS} --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# malloc's huge pages as the console scripts set them (fbl_jax/hugepages.py): in the environment
+# already, so an entry point run in this process does not start it again, and the commands the
+# tests start run with the setting users get.
+from fbl_jax import hugepages  # noqa: E402
+
+os.environ.update(hugepages.with_tunable(os.environ))
 from fbl_jax.cli.cpu_flags import apply_fast_cpu_flags  # noqa: E402
 
 apply_fast_cpu_flags()  # as the entry points do; subprocesses inherit XLA_FLAGS

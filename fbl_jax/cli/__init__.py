@@ -174,6 +174,9 @@ def run_absl(
     config overrides are checked: ml_collections applies `--config.x=` while defining a config
     flag that has a default file, and would raise there, outside any handler.
     """
+    from fbl_jax import hugepages
+
+    hugepages.reexec()  # before any work: the command starts again once with the setting
     argv = list(sys.argv)
     if config_flag and not any(a in HELP_ARGS for a in argv[1:]):
         check_config_file(prog, argv, config_flag, default_config_file)

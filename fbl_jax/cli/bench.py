@@ -476,6 +476,9 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def run() -> None:
+    from fbl_jax import hugepages
+
+    hugepages.reexec()  # FBL_JAX_HUGEPAGES=0 measures without it
     setup_logging()
     cpu_flags.apply_fast_cpu_flags()  # FBL_JAX_FAST_CPU=0 measures without them
     xla_cache.enable()  # compile times are reported apart; the steady state is what is timed

@@ -284,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    from fbl_jax import hugepages
+
+    hugepages.reexec()
     sys.exit(main())
 
 
