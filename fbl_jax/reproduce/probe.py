@@ -40,12 +40,13 @@ WARM_CALLS, TIMED_CALLS, EVAL_IMAGES = 2, 10, 2000
 
 
 def probe_key(config: Any, processes: int) -> str:
-    """What the measurement depends on, the machine included: an OUT resumed on another
-    machine (the next node of a cluster, another CPU kind) is probed again there."""
+    """What the measurement depends on, the machine and malloc's settings (hugepages.py)
+    included: an OUT resumed on another machine (the next node of a cluster, another CPU kind)
+    is probed again there."""
     return json.dumps(
         [config.model.name, config.model.head, config.batch_size, config.data.image_size,
          config.data.num_classes, config.half_precision, host.label(host.describe(), cores=False),
-         processes]
+         processes, os.environ.get("GLIBC_TUNABLES", "")]
     )  # fmt: skip
 
 
