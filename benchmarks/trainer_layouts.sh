@@ -2,7 +2,7 @@
 # The real trainer on CIFAR-10-LT (IF 100, configs/cifar10_lt.py) laid out two ways on the CPU:
 # one process on every core, then one process per core, all at once (what sweep_processes=0
 # does). A few epochs with an evaluation after each; prints each run's timing.json totals and
-# the images/s they give. Time nothing else meanwhile.
+# the images/s they give. Run it on an otherwise idle machine: other work changes the figures.
 #
 #   benchmarks/trainer_layouts.sh DATA_ROOT [EPOCHS] [OUT]
 #   (DATA_ROOT holds train/ and test/ of the lossless CIFAR-10 copy; EPOCHS defaults to 4)
@@ -24,7 +24,7 @@ report() {  # NAME...
   python3 - "$out" "$epochs" "$@" <<'PY'
 import json, sys
 out, epochs, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-images = epochs * 193 * 64  # 193 steps of 64 a CIFAR-10-LT IF 100 epoch
+images = epochs * 193 * 64  # a CIFAR-10-LT IF 100 epoch: 193 steps of 64
 for name in names:
     t = json.load(open(f"{out}/{name}/timing.json"))["total"]
     print(f"{name}: train {t['train']:.1f} s ({images / t['train']:.0f} img/s), "

@@ -88,7 +88,9 @@ def test_values_and_gradients_equal_the_formula(n, h, w_, cin, cout, k, stride, 
 
 def test_under_pmap_and_vmap_each_slice_is_its_own_convolution():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 2, 6, 6, 4)).astype(np.float32)  # 4 devices or runs
+    x = rng.standard_normal((4, 2, 6, 6, 4)).astype(
+        np.float32
+    )  # leading axis: four devices or runs
     w = rng.standard_normal((4, 3, 3, 4, 4)).astype(np.float32)
     want = np.stack([np_conv(x[i], w[i], 1, 1) for i in range(4)])
     step = jax.jit(jax.vmap(lambda x, w: onednn(x, w, 1, 1)))
@@ -220,7 +222,7 @@ def test_a_failed_build_or_a_broken_library_is_reported_with_what_to_do(monkeypa
 
 
 def test_mismatched_channels_are_a_python_error_in_laxs_words_naming_both_shapes():
-    x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 4, 8))  # 3 input channels, a filter for 4
+    x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 4, 8))  # three input channels, a filter for four
     with pytest.raises(ValueError) as lax_error:
         jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
     for run in (lambda x, w: onednn(x, w, 1, 1), jax.jit(lambda x, w: onednn(x, w, 1, 1))):
