@@ -88,9 +88,7 @@ def test_values_and_gradients_equal_the_formula(n, h, w_, cin, cout, k, stride, 
 
 def test_under_pmap_and_vmap_each_slice_is_its_own_convolution():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 2, 6, 6, 4)).astype(
-        np.float32
-    )  # leading axis: four devices or runs
+    x = rng.standard_normal((4, 2, 6, 6, 4)).astype(np.float32)  # four devices or runs
     w = rng.standard_normal((4, 3, 3, 4, 4)).astype(np.float32)
     want = np.stack([np_conv(x[i], w[i], 1, 1) for i in range(4)])
     step = jax.jit(jax.vmap(lambda x, w: onednn(x, w, 1, 1)))
