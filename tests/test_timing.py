@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from fbl_jax import timing_file
 from fbl_jax.train import host, timing
 
 CPUINFO = """processor\t: 0
@@ -89,7 +90,7 @@ def test_a_file_from_before_stretches_counts_as_one_unrecorded_stretch(tmp_path,
     old = {"this_process": {"train": 7.0}, "total": {"train": 7.0, "eval": 1.0}}
     (tmp_path / "sweep" / "timing_program0.json").write_text(json.dumps(old))
     _clock(tmp_path, monkeypatch, {"train": 3.0}, first_step=50).write(60, "finished")
-    stretches = timing.read_stretches(tmp_path / "sweep" / "timing_program0.json")
+    stretches = timing_file.read_stretches(tmp_path / "sweep" / "timing_program0.json")
     assert [s["host"] for s in stretches] == [None, "CPU-X"]
     assert stretches[0]["seconds"] == {"train": 7.0, "eval": 1.0}
 

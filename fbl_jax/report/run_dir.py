@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.timing_file import read_stretches
+
 RUN_FILES = ("config.json", "class_counts.json", "metrics.jsonl")
 RECORD_TYPES = ("train", "eval", "final")
 # What fbl-sweep writes beside its run directories (`fbl-report runs/sweep/*` names them too).
@@ -102,19 +104,6 @@ def _read_records(path: pathlib.Path) -> tuple[dict[str, list[dict[str, Any]]], 
     return records, problems
 
 
-def _read_stretches(path: pathlib.Path) -> list[dict[str, Any]]:
-    """timing.json's stretches (docs/runs.md); a file from before stretches were recorded is
-    one stretch on an unrecorded machine; none if there is no readable file."""
-    try:
-        data = _read_json(path)
-        stretches = data.get("stretches")
-        if stretches is None and data.get("total"):
-            stretches = [{"host": None, "seconds": data["total"]}]
-        return [s for s in stretches or [] if isinstance(s, dict)]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
-        return []
-
-
 def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]]:
     """Parse one run directory; returns (run or None if unreadable, problem messages)."""
     path = pathlib.Path(path)
@@ -151,7 +140,7 @@ def load_run(path: str | pathlib.Path, name: str) -> tuple[Run | None, list[str]
         records["train"],
         records["eval"],
         final,
-        _read_stretches(path / "timing.json"),
+        read_stretches(path / "timing.json"),
     )
     if final is None:
         tests = run.test_evals

@@ -18,11 +18,11 @@ import time
 from typing import Any
 
 from fbl_jax.reproduce.plan import Stage
+from fbl_jax.timing_file import read_stretches
 from fbl_jax.train import host, train_sweep
 from fbl_jax.train.preemption import Preempted, request_stop, stop_requested, stop_scope
 from fbl_jax.train.programs import expand, group_programs
 from fbl_jax.train.run_setup import read_final_record
-from fbl_jax.train.timing import read_stretches
 
 log = logging.getLogger("fbl_jax")
 
@@ -133,14 +133,15 @@ def _run_stages(stages, out: pathlib.Path, deadline: float, estimates) -> dict[s
                 status = _run_stage(stage, out)
         except Preempted:
             status = "stopped"
+        elapsed = time.time() - t0
         entry = state.setdefault(stage.name, {"seconds": 0.0})
-        entry["status"], entry["seconds"] = status, entry["seconds"] + time.time() - t0
+        entry["status"], entry["seconds"] = status, entry["seconds"] + elapsed
         entry.setdefault("stretches", []).append(
             {"host": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
-             "seconds": round(time.time() - t0, 1), "status": status}
+             "seconds": round(elapsed, 1), "status": status}
         )  # fmt: skip
         path.write_text(json.dumps(state, indent=1) + "\n")
-        log.info("stage %s: %s (%.0f s)", stage.name, status, time.time() - t0)
+        log.info("stage %s: %s (%.0f s)", stage.name, status, elapsed)
         if status == "stopped":
             log.warning("budget used up (or SIGTERM) in stage %s; rerun the same command to resume it",
                         stage.name)  # fmt: skip

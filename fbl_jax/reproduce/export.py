@@ -48,7 +48,7 @@ def export(args: argparse.Namespace) -> int:
             elif read_final_record(path) is None:
                 waiting.append(name)
             else:
-                size += _copy_run(path, dest / "runs" / stage.name / path.name)
+                size += _copy_tree(path, dest / "runs" / stage.name / path.name)
                 kept.append(name)
                 if _lacks_model(path):
                     modelless.append(name)
@@ -56,7 +56,7 @@ def export(args: argparse.Namespace) -> int:
         if (out / name).is_file():
             size += _copy(out / name, dest / name)
     if (out / "report").is_dir():
-        size += _copy_run(out / "report", dest / "report")
+        size += _copy_tree(out / "report", dest / "report")
     print(f"exported {len(kept)} finished run(s), {size / 2**20:.1f} MiB, to {dest}", flush=True)
     if waiting:
         print(f"not finished yet (left out; export again later): {', '.join(waiting)}")
@@ -75,7 +75,7 @@ def _lacks_model(run_dir: pathlib.Path) -> bool:
     return "from_run" not in config and not (run_dir / PARAMS_FILE).is_file()
 
 
-def _copy_run(src: pathlib.Path, dst: pathlib.Path) -> int:
+def _copy_tree(src: pathlib.Path, dst: pathlib.Path) -> int:
     size = 0
     for path in src.rglob("*"):
         rel = path.relative_to(src)

@@ -1,7 +1,7 @@
 """What a stretch of training ran on, in the words a results table needs.
 
 A long run is stopped and resumed many times, often on other machines (a preempted TPU slice, a
-cluster's next free node, a CPU kind that differs from session to session), so its wall time is
+cluster's next free node, a cloud VM of another CPU kind), so its wall time is
 only meaningful per machine. The description is recorded with every stretch of every run
 (timing.json) and keys fbl-reproduce's timing probe, so an estimate never comes from another
 machine.

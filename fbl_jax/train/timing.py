@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from fbl_jax import timing_file
 from fbl_jax.train import host
 
 
@@ -63,7 +64,7 @@ class WallClock:
         paths += [d / "timing.json" for d in run_dirs] if workdir is not None else []
         self.paths = list(dict.fromkeys(paths))
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
-        self.previous = {path: _read(path) for path in self.paths}
+        self.previous = {path: timing_file.read(path) for path in self.paths}
         self.batch_size = batch_size
         self._cpu0 = time.process_time()  # CPU seconds: what a pause or a busy neighbour leaves out
         self.stretch: dict[str, Any] = {
@@ -112,22 +113,3 @@ class WallClock:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _read(path: pathlib.Path) -> dict[str, Any]:
-    """An earlier process's totals and stretches (none if the file is missing or unreadable;
-    a file from before stretches were recorded counts as one stretch on an unrecorded host)."""
-    try:
-        data = json.loads(path.read_text())
-        total = dict(data.get("total", {}))
-    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return {"total": {}, "stretches": []}
-    stretches = data.get("stretches")
-    if stretches is None:
-        stretches = [{"host": None, "seconds": total}] if total else []
-    return {"total": total, "stretches": list(stretches)}
-
-
-def read_stretches(path: pathlib.Path) -> list[dict[str, Any]]:
-    """The stretches a timing.json records (see WallClock)."""
-    return _read(path)["stretches"]
