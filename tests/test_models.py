@@ -16,13 +16,13 @@ import pytest
 
 from fbl_jax.models import (
     MODEL_NAMES,
-    export_to_torchvision,
+    export_to_torch,
     get_model,
     load_state_dict_file,
-    load_torchvision_weights,
+    load_torch_weights,
     option_a_shortcut,
     stage_of,
-    torchvision_shapes,
+    torch_shapes,
 )
 from fbl_jax.models.cifar_resnet import CifarBasicBlock, CifarResNet
 from fbl_jax.models.heads import CosineHead
@@ -154,7 +154,7 @@ def rn18():
 def random_torchvision_sd(variables, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     sd = {}
-    for k, shape in torchvision_shapes(variables).items():
+    for k, shape in torch_shapes(variables).items():
         a = rng.normal(size=shape).astype(np.float32)
         sd[k] = np.abs(a) + 0.5 if k.endswith("running_var") else a * 0.1
     return sd
@@ -204,7 +204,7 @@ def test_resnet32_reference_total():
 def test_resnet50_param_count_and_torchvision_names():
     v = shapes_of(get_model("resnet50", 1000))
     assert n_params(v["params"]) == 25_557_032
-    shapes = torchvision_shapes(v)
+    shapes = torch_shapes(v)
     known = {
         "conv1.weight": (64, 3, 7, 7),
         "bn1.running_mean": (64,),
@@ -444,8 +444,8 @@ def test_torchvision_import_export_roundtrip_and_stem(rn18):
     with_counters = dict(sd)
     for k in [k for k in sd if k.endswith("running_mean")]:
         with_counters[k.replace("running_mean", "num_batches_tracked")] = np.array(7)
-    loaded = load_torchvision_weights(variables, with_counters)
-    back = export_to_torchvision(loaded)
+    loaded = load_torch_weights(variables, with_counters)
+    back = export_to_torch(loaded)
     assert set(back) == set(sd)
     for k in sd:
         np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
@@ -471,25 +471,25 @@ def test_torchvision_import_errors_and_skip_head(rn18):
     sd = random_torchvision_sd(variables, seed=1)
     missing = {k: v for k, v in sd.items() if k != "layer3.1.bn1.running_var"}
     with pytest.raises(ValueError, match=r"missing.*layer3\.1\.bn1\.running_var"):
-        load_torchvision_weights(variables, missing)
+        load_torch_weights(variables, missing)
     with pytest.raises(ValueError, match=r"unexpected.*layer5\.0\.conv1\.weight"):
-        load_torchvision_weights(variables, {**sd, "layer5.0.conv1.weight": np.zeros(3)})
+        load_torch_weights(variables, {**sd, "layer5.0.conv1.weight": np.zeros(3)})
     with pytest.raises(ValueError, match=r"unexpected.*foo\.num_batches_tracked"):
-        load_torchvision_weights(variables, {**sd, "foo.num_batches_tracked": np.array(1)})
+        load_torch_weights(variables, {**sd, "foo.num_batches_tracked": np.array(1)})
     bad = {**sd, "layer2.1.conv2.weight": np.zeros((128, 128, 1, 1), np.float32)}
     with pytest.raises(ValueError, match=r"layer2\.1\.conv2\.weight.*\(128, 128, 1, 1\)"):
-        load_torchvision_weights(variables, bad)
+        load_torch_weights(variables, bad)
     places = {**sd, "fc.weight": np.ones((365, 512), np.float32), "fc.bias": np.ones(365)}
     with pytest.raises(ValueError, match=r"fc\.weight"):
-        load_torchvision_weights(variables, places)
-    kept = load_torchvision_weights(variables, places, skip_head=True)
+        load_torch_weights(variables, places)
+    kept = load_torch_weights(variables, places, skip_head=True)
     np.testing.assert_array_equal(
         kept["params"]["head"]["kernel"], variables["params"]["head"]["kernel"]
     )
     np.testing.assert_array_equal(kept["params"]["layer1_0"]["conv1"]["kernel"],
                                   np.transpose(sd["layer1.0.conv1.weight"], (2, 3, 1, 0)))  # fmt: skip
     no_fc = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-    kept2 = load_torchvision_weights(variables, no_fc, skip_head=True)
+    kept2 = load_torch_weights(variables, no_fc, skip_head=True)
     np.testing.assert_array_equal(
         kept2["params"]["head"]["bias"], variables["params"]["head"]["bias"]
     )
@@ -515,6 +515,133 @@ def test_load_state_dict_file(tmp_path, monkeypatch):
         load_state_dict_file(tmp_path / "w.safetensors")
     with pytest.raises(ImportError, match=r"torch.*\.npz"):
         load_state_dict_file(tmp_path / "w.pth")
+
+
+def np_ldam_resnet_cifar(sd: dict, x_nchw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """LDAM's resnet_cifar.py forward in eval mode, in NumPy from its state dict: conv1/bn1/relu,
+    layerS.B BasicBlocks with the option-A shortcut (x[:, :, ::2, ::2], planes // 4 zero
+    channels each side), global average pool, then nn.Linear. Returns (logits, features)."""
+
+    def bn(y, p):
+        w = (sd[f"{p}.{k}"] for k in ("running_mean", "running_var", "weight", "bias"))
+        return np_bn(y, *w, axis=1)
+
+    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+    out = relu(bn(np_conv_nchw(x_nchw, sd["conv1.weight"], 1, 1), "bn1"))
+    in_planes = 16
+    for s, planes in enumerate((16, 32, 64), start=1):
+        for b in range(n):
+            stride, p = (2 if s > 1 and b == 0 else 1), f"layer{s}.{b}"
+            y = relu(bn(np_conv_nchw(out, sd[f"{p}.conv1.weight"], stride, 1), f"{p}.bn1"))
+            y = bn(np_conv_nchw(y, sd[f"{p}.conv2.weight"], 1, 1), f"{p}.bn2")
+            if stride != 1 or in_planes != planes:
+                pad = planes // 4
+                out = np.pad(out[:, :, ::2, ::2], ((0, 0), (pad, pad), (0, 0), (0, 0)))
+            out, in_planes = relu(y + out), planes
+    features = out.mean(axis=(2, 3))
+    return features @ sd["linear.weight"].T + sd["linear.bias"], features
+
+
+def ldam_resnet_cifar_keys(n: int) -> set[str]:
+    """The state-dict keys of LDAM's resnet_cifar.py ResNet (6n + 2 layers), written out."""
+    bn = ("weight", "bias", "running_mean", "running_var")
+    keys = {"conv1.weight", "linear.weight", "linear.bias"} | {f"bn1.{k}" for k in bn}
+    for s in (1, 2, 3):
+        for b in range(n):
+            keys |= {f"layer{s}.{b}.conv{i}.weight" for i in (1, 2)}
+            keys |= {f"layer{s}.{b}.bn{i}.{k}" for i in (1, 2) for k in bn}
+    return keys
+
+
+def test_cifar_resnet_exports_to_ldam_resnet_cifar_and_back(cifar20):
+    model, variables, run = cifar20
+    sd = export_to_torch(variables)
+    assert set(sd) == ldam_resnet_cifar_keys(3)  # resnet20: 3 blocks a stage
+    assert sd["layer2.0.conv1.weight"].shape == (32, 16, 3, 3)
+    assert sd["linear.weight"].shape == (10, 64)
+    assert torch_shapes(variables) == {k: v.shape for k, v in sd.items()}
+    x = np.random.default_rng(3).normal(size=CIFAR_X_SHAPE).astype(np.float32)
+    (logits, aux), _ = run(variables, x, False)
+    want_logits, want_features = np_ldam_resnet_cifar(sd, np.transpose(x, (0, 3, 1, 2)), 3)
+    np.testing.assert_allclose(aux["features"], want_features, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
+
+    # An LDAM-DRW / FBL checkpoint loads: counters ignored, every value back where it came from.
+    counters = {k.replace("running_mean", "num_batches_tracked"): np.array(9) for k in sd
+                if k.endswith("running_mean")}  # fmt: skip
+    zeros = jax.tree_util.tree_map(np.zeros_like, variables)
+    back = load_torch_weights(zeros, {**sd, **counters})
+    for (path, got), want in zip(
+        jax.tree_util.tree_leaves_with_path(back), jax.tree_util.tree_leaves(variables)
+    ):
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+
+    cifar100_head = {
+        **sd,
+        "linear.weight": np.ones((100, 64), np.float32),
+        "linear.bias": np.ones(100),
+    }
+    with pytest.raises(ValueError, match=r"linear\.weight.*\(100, 64\)"):
+        load_torch_weights(zeros, cifar100_head)
+    kept = load_torch_weights(zeros, cifar100_head, skip_head=True)
+    np.testing.assert_array_equal(kept["params"]["head"]["bias"], np.zeros(10))
+    np.testing.assert_array_equal(kept["params"]["stem"]["conv"]["kernel"],
+                                  np.transpose(sd["conv1.weight"], (2, 3, 1, 0)))  # fmt: skip
+
+
+def test_cifar_cosine_head_exports_as_ldam_normed_linear():
+    model = get_model("resnet20", 10, head="cosine")
+    variables = numpy_variables(model, 8, seed=4)
+    sd = export_to_torch(variables)
+    assert set(sd) == ldam_resnet_cifar_keys(3) - {"linear.bias"}
+    kernel = np.asarray(variables["params"]["head"]["kernel"])
+    # NormedLinear keeps its weight as (in_features, out_features): not transposed
+    np.testing.assert_array_equal(sd["linear.weight"], kernel)
+    assert torch_shapes(variables)["linear.weight"] == (64, 10)
+    f = np.random.default_rng(5).normal(size=(3, 64)).astype(np.float32)
+    w = sd["linear.weight"]
+    want = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
+    got = CosineHead(10).apply({"params": variables["params"]["head"]}, f)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    back = load_torch_weights(jax.tree_util.tree_map(np.zeros_like, variables), sd)
+    np.testing.assert_array_equal(back["params"]["head"]["kernel"], kernel)
+
+
+def test_training_checkpoints_of_the_pytorch_codes_unwrap(tmp_path, monkeypatch):
+    """LDAM-DRW saves {"state_dict": ...}, FBL's code {"model_state_dict": ...}, beside the epoch,
+    the best accuracy and the optimizer: the model's tensors are what loads."""
+
+    class FakeTensor:
+        dtype = "float32"
+
+        def __init__(self, a):
+            self.a = np.asarray(a, np.float32)
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return self.a
+
+    weights = {
+        "conv1.weight": FakeTensor(np.ones((16, 3, 3, 3))),
+        "linear.bias": FakeTensor([1, 2]),
+    }
+    saved = {}
+    fake_torch = type(sys)("torch")
+    fake_torch.Tensor, fake_torch.bfloat16 = FakeTensor, "bfloat16"
+    fake_torch.load = lambda path, map_location, weights_only: saved[str(path)]
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    for wrapper in ("state_dict", "model_state_dict"):
+        path = tmp_path / f"{wrapper}.pth.tar"
+        path.write_bytes(b"x")
+        saved[str(path)] = {"epoch": 200, "best_acc1": 82.5, wrapper: weights, "optimizer": {}}
+        got = load_state_dict_file(path)
+        assert set(got) == set(weights)
+        np.testing.assert_array_equal(got["linear.bias"], [1.0, 2.0])
 
 
 # ----------------------------------------------------------------------------- mixed precision

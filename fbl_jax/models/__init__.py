@@ -18,10 +18,10 @@ from fbl_jax.models.bbn import BBN_DEPTHS, BBNCifarResNet
 from fbl_jax.models.cifar_resnet import CIFAR_DEPTHS, CifarResNet, option_a_shortcut
 from fbl_jax.models.heads import HEAD_NAMES, CosineHead, LinearHead
 from fbl_jax.models.pretrained import (
-    export_to_torchvision,
+    export_to_torch,
     load_state_dict_file,
-    load_torchvision_weights,
-    torchvision_shapes,
+    load_torch_weights,
+    torch_shapes,
 )
 from fbl_jax.models.resnet import IMAGENET_DEPTHS, ResNet, stage_of
 
@@ -36,13 +36,13 @@ __all__ = [
     "CosineHead",
     "LinearHead",
     "ResNet",
-    "export_to_torchvision",
+    "export_to_torch",
     "get_model",
     "load_state_dict_file",
-    "load_torchvision_weights",
+    "load_torch_weights",
     "option_a_shortcut",
     "stage_of",
-    "torchvision_shapes",
+    "torch_shapes",
 ]
 
 

@@ -2,7 +2,7 @@
 
 Checkpoints (orbax folders with the optimizer state) are for resuming; this file is for using a
 trained model: evaluating it, decoupling it (τ-norm, cRT), exporting it to PyTorch
-(models.pretrained.export_to_torchvision), sharing it. A ResNet-32's is under 2 MB, so run
+(models.pretrained.export_to_torch), sharing it. A ResNet-32's is under 2 MB, so run
 directories kept as results carry their model without their checkpoints:
 
     variables = fbl_jax.train.params_file.load_params("RUN/final_params.npz")

@@ -19,7 +19,7 @@ from fbl_jax import defaults, losses
 from fbl_jax.data import build_datasets
 from fbl_jax.models import get_model
 from fbl_jax.models.layers import resolve_bn_impl, resolve_conv_impl
-from fbl_jax.models.pretrained import load_state_dict_file, load_torchvision_weights
+from fbl_jax.models.pretrained import load_state_dict_file, load_torch_weights
 from fbl_jax.train import optimizer, steps
 
 log = logging.getLogger("fbl_jax")
@@ -96,7 +96,7 @@ def init_train_state(
     variables = steps.init_variables(rng, model, image_shape)
     if config.model.pretrained:
         state_dict = load_state_dict_file(config.model.pretrained)
-        variables = load_torchvision_weights(
+        variables = load_torch_weights(
             variables, state_dict, skip_head=config.model.pretrained_skip_head
         )
         log.info("loaded pretrained weights from %s", config.model.pretrained)
