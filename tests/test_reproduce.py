@@ -80,14 +80,44 @@ def test_tiny_plan_trains_every_stage_and_writes_the_comparison(tiny):
 
 def test_time_table_by_machine_and_pace_from_hand_values(tmp_path):
     times = {"s": {"status": "stopped", "seconds": 7200.0, "progress": 0.25,
-                   "estimate_s": 36000.0, "estimate_host": "M2",
+                   "estimate_s": 36000.0, "estimate_host": "M2", "cpu_floor_s": 30000.0,
                    "stretches": [{"host": "M1", "seconds": 3000.0},
                                  {"host": "M2", "seconds": 3600.0},
-                                 {"host": "M1", "seconds": 600.0}]}}  # fmt: skip
+                                 {"host": "M1", "seconds": 600.0}]},
+             "gpu": {"status": "done", "seconds": 300.0, "progress": 1.0, "cpu_floor_s": None,
+                     "stretches": [{"host": "G", "seconds": 300.0}]}}  # fmt: skip
     text = compare.write([], tmp_path, times).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| s |"))
-    assert row == ("| s | stopped | 25.0 % | 10.00 h (M2) | 2.00 h | 8.00 h | "
+    assert row == ("| s | stopped | 25.0 % | 10.00 h (M2) | 2.00 h | 8.00 h | 8.33 h | "
                    "M1: 1.00 h (2); M2: 1.00 h (1) |")  # fmt: skip
+    row = next(line for line in text.splitlines() if line.startswith("| gpu |"))
+    assert row == "| gpu | done | 100.0 % | — | 300 s | 300 s | — | G: 300 s (1) |"
+
+
+def test_the_cpu_floor_from_hand_values(tmp_path):
+    """CPU seconds per step over the stretches that say them, ÷ the machine's cores, × the
+    stage's steps: a process's seconds shared by its runs, an accelerator's stretch and one
+    without CPU seconds left out, the cores of an older stretch read from its machine's line."""
+    stage = next(s for s in build_plan("tiny", ["digits_lt"], ["2"], 1, {})
+                 if s.name == "digits_lt_if10_table2")  # fmt: skip
+    runs = [d for _, _, d in execute.stage_runs(stage, tmp_path)]
+    assert len(runs) >= 3 and execute.stage_cpu_floor(stage, tmp_path) is None  # nothing yet
+    for d in runs[:3]:
+        d.mkdir(parents=True)
+    base = {"total_steps": 30, "seconds": {}}
+    (runs[0] / "timing.json").write_text(json.dumps({"total": {}, "stretches": [
+        {**base, "first_step": 0, "last_step": 10, "cpu_s": 40.0, "cores_total": 2},
+        {**base, "first_step": 10, "last_step": 20, "cpu_s": 60.0, "host": "CPU-Y, 1 of 4 cores"},
+        {**base, "first_step": 20, "last_step": 25},  # before CPU seconds were recorded
+        {**base, "first_step": 25, "last_step": 30, "cpu_s": 500.0, "host": "1× H100 (gpu)"},
+    ]}))  # fmt: skip
+    (runs[1] / "timing.json").write_text(json.dumps({"total": {}, "stretches": [
+        {**base, "first_step": 0, "last_step": 10, "cpu_s": 90.0, "cores_total": 2,
+         "runs_in_process": ["a", "b", "c"]}]}))  # fmt: skip
+    (runs[2] / "timing.json").write_text(json.dumps({"total": {"train": 9.0}}))  # no stretches
+    machine_s = 40.0 / 2 + 60.0 / 4 + 90.0 / 3 / 2  # 50 machine-seconds for 30 steps
+    want = machine_s / 30 * 30 * len(runs)
+    assert execute.stage_cpu_floor(stage, tmp_path) == pytest.approx(want)
 
 
 def test_stage_progress_counts_saved_steps_over_all_runs(tmp_path):

@@ -49,7 +49,8 @@ def test_describe_on_this_machine_counts_the_cores_this_process_may_use():
 def _clock(tmp_path, monkeypatch, seconds, cpu=(0.0, 0.0), **kw):
     """A WallClock whose phases took `seconds` and whose process used CPU from cpu[0] to
     cpu[1] (process_time at its start and at every write)."""
-    monkeypatch.setattr(timing.host, "describe", lambda: {"backend": "cpu", "cpu": "CPU-X"})
+    machine = {"backend": "cpu", "cpu": "CPU-X", "cores": 1, "cores_total": 4}
+    monkeypatch.setattr(timing.host, "describe", lambda: machine)
     cpu_clock = iter([cpu[0], *[cpu[1]] * 10])
     fake = types.SimpleNamespace(
         perf_counter=time.perf_counter, process_time=lambda: next(cpu_clock)
@@ -78,8 +79,9 @@ def test_stretches_accumulate_over_processes_in_the_program_and_run_files(tmp_pa
         assert record["total"] == {"compile": 5.0, "train": 40.0, "eval": 2.0, "checkpoint": 0.0}
         got = [(s["first_step"], s["last_step"], s["status"], s["images_per_s"], s["host"])
                for s in record["stretches"]]  # fmt: skip
-        assert got == [(0, 40, "stopped", 40 * 64 / 10.0, "CPU-X"),
-                       (40, 100, "finished", 60 * 64 / 30.0, "CPU-X")]  # fmt: skip
+        assert got == [(0, 40, "stopped", 40 * 64 / 10.0, "CPU-X, 1 of 4 cores"),
+                       (40, 100, "finished", 60 * 64 / 30.0, "CPU-X, 1 of 4 cores")]  # fmt: skip
+        assert [(s["cores"], s["cores_total"]) for s in record["stretches"]] == [(1, 4)] * 2
         assert record["stretches"][0]["runs_in_process"] == ["a", "b"]
         assert [s["cpu_s"] for s in record["stretches"]] == [11.5, 0.0]
     assert not list(tmp_path.rglob("*.tmp"))
@@ -91,7 +93,7 @@ def test_a_file_from_before_stretches_counts_as_one_unrecorded_stretch(tmp_path,
     (tmp_path / "sweep" / "timing_program0.json").write_text(json.dumps(old))
     _clock(tmp_path, monkeypatch, {"train": 3.0}, first_step=50).write(60, "finished")
     stretches = timing_file.read_stretches(tmp_path / "sweep" / "timing_program0.json")
-    assert [s["host"] for s in stretches] == [None, "CPU-X"]
+    assert [s["host"] for s in stretches] == [None, "CPU-X, 1 of 4 cores"]
     assert stretches[0]["seconds"] == {"train": 7.0, "eval": 1.0}
 
 

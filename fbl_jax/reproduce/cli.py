@@ -192,7 +192,13 @@ def _human(seconds: float) -> str:
 
 def reproduce(args: argparse.Namespace) -> int:
     from fbl_jax.reproduce import compare
-    from fbl_jax.reproduce.execute import run_stages, stage_done, stage_progress, stage_runs
+    from fbl_jax.reproduce.execute import (
+        run_stages,
+        stage_cpu_floor,
+        stage_done,
+        stage_progress,
+        stage_runs,
+    )
     from fbl_jax.reproduce.notes import same_formula_notes, tiny_plan_note
     from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
 
@@ -235,6 +241,7 @@ def reproduce(args: argparse.Namespace) -> int:
     times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
     for s in stages:
         times[s.name]["progress"] = stage_progress(s, out)
+        times[s.name]["cpu_floor_s"] = stage_cpu_floor(s, out)
     per_class = compare.collect_per_class(stages, runs_of)
     path = compare.write(compare.collect(stages, runs_of), report_dir, times, notes, per_class)
     for note in notes:

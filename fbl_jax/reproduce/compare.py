@@ -201,14 +201,18 @@ def write(
 
 def _time_lines(stage_times: dict[str, dict[str, Any]]) -> list[str]:
     """Each stage's measured wall time by machine beside the dry run's estimate; 'at this pace'
-    scales the time so far by the share of the stage's steps saved."""
+    scales the time so far by the share of the stage's steps saved, 'CPU floor' the CPU time."""
     lines = ["## Time", "",
              "Wall time of fbl-reproduce's calls on each stage, by machine, beside the dry run's "
              "estimate for the whole stage (on the machine named). *At this pace*: the time so far "
              "÷ the share of the stage's training steps saved; comparable with the estimate where "
-             "one machine did the work with nothing else running on it.", "",
+             "one machine did the work with nothing else running on it. *CPU floor*: the CPU "
+             "seconds the runs' processes took per step so far, times the stage's steps, ÷ the "
+             "machine's cores: the whole stage with the machine to itself and every core busy "
+             "(pauses and other load are not in CPU time), a floor under the wall time; on a "
+             "shared or paused machine, the figure to hold against the estimate.", "",
              "| stage | status | steps saved | estimated (dry run) | measured so far | at this "
-             "pace | machines (calls) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "pace | CPU floor | machines (calls) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, t in stage_times.items():
         est = "—" if t.get("estimate_s") is None else _hours(t["estimate_s"])
         if t.get("estimate_host"):
@@ -216,6 +220,7 @@ def _time_lines(stage_times: dict[str, dict[str, Any]]) -> list[str]:
         seconds, progress = t.get("seconds", 0.0), t.get("progress")
         done = "—" if progress is None else f"{100 * progress:.1f} %"
         pace = _hours(seconds / progress) if progress else "—"
+        floor = "—" if t.get("cpu_floor_s") is None else _hours(t["cpu_floor_s"])
         machines: dict[str, list[float]] = {}
         for stretch in t.get("stretches", []):
             machines.setdefault(stretch.get("host") or "not recorded", []).append(
@@ -223,7 +228,7 @@ def _time_lines(stage_times: dict[str, dict[str, Any]]) -> list[str]:
             )
         where = "; ".join(f"{m}: {_hours(sum(v))} ({len(v)})" for m, v in machines.items()) or "—"
         lines.append(f"| {name} | {t.get('status', 'not started')} | {done} | {est} | "
-                     f"{_hours(seconds)} | {pace} | {where} |")  # fmt: skip
+                     f"{_hours(seconds)} | {pace} | {floor} | {where} |")  # fmt: skip
     return [*lines, ""]
 
 

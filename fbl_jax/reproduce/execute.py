@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from fbl_jax.reproduce.plan import Stage
-from fbl_jax.timing_file import read_stretches
+from fbl_jax.timing_file import machine_cores, read_stretches
 from fbl_jax.train import host, train_sweep
 from fbl_jax.train.preemption import Preempted, request_stop, stop_requested, stop_scope
 from fbl_jax.train.programs import expand, group_programs
@@ -96,6 +96,28 @@ def stage_progress(stage: Stage, out: pathlib.Path) -> float | None:
             done += max(s.get("last_step", s["first_step"]) for s in stretches)
             total_steps = stretches[-1]["total_steps"]
     return done / (total_steps * len(runs)) if total_steps else 0.0
+
+
+def stage_cpu_floor(stage: Stage, out: pathlib.Path) -> float | None:
+    """Seconds the whole training stage takes at the CPU time its runs have used per step so far,
+    with every core of the machine busy on it: the wall time with the machine to itself, a floor
+    (pauses and other load are not in CPU time; idle cores would add to it). None for a
+    decoupling stage, or where no stretch on a CPU recorded its CPU seconds."""
+    if stage.decouple:
+        return None
+    runs = stage_runs(stage, out)
+    machine_s, steps, total_steps = 0.0, 0, None
+    for _, _, run_dir in runs:
+        for s in read_stretches(run_dir / "timing.json"):
+            cores, first = machine_cores(s), s.get("first_step", 0)
+            taken = s.get("last_step", first) - first
+            if s.get("cpu_s") is None or not cores or taken <= 0 or not s.get("total_steps"):
+                continue
+            shared = len(s.get("runs_in_process") or [None])  # a process's seconds, its runs'
+            machine_s += s["cpu_s"] / shared / cores
+            steps += taken
+            total_steps = s["total_steps"]
+    return machine_s / steps * total_steps * len(runs) if steps else None
 
 
 def run_stages(

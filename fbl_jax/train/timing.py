@@ -67,12 +67,16 @@ class WallClock:
         self.previous = {path: timing_file.read(path) for path in self.paths}
         self.batch_size = batch_size
         self._cpu0 = time.process_time()  # CPU seconds: what a pause or a busy neighbour leaves out
+        machine = host.describe() if self.paths else {}
         self.stretch: dict[str, Any] = {
-            "host": host.label(host.describe()) if self.paths else None,
+            "host": host.label(machine) if self.paths else None,
             "started": _now(),
             "first_step": first_step,
             "total_steps": total_steps,
         }
+        if machine.get("cores_total"):  # on the CPU: what the process's CPU seconds are out of
+            self.stretch["cores"] = machine.get("cores")
+            self.stretch["cores_total"] = machine["cores_total"]
         if len(run_dirs) > 1:  # their steps are taken by the same process: shared seconds
             self.stretch["runs_in_process"] = [d.name for d in run_dirs]
 
