@@ -607,6 +607,28 @@ def test_cifar_cosine_head_exports_as_ldam_normed_linear():
     np.testing.assert_array_equal(back["params"]["head"]["kernel"], kernel)
 
 
+@pytest.mark.parametrize("skip_head", [False, True])
+def test_a_run_starts_from_an_ldam_checkpoint_file(tmp_path, skip_head):
+    """config.model.pretrained: a CIFAR run's initial weights from a resnet_cifar state dict."""
+    import optax
+
+    from fbl_jax.defaults import get_default_config
+    from fbl_jax.train.run_setup import init_train_state
+
+    model = get_model("resnet20", 10)
+    sd = export_to_torch(numpy_variables(model, 8, seed=6))
+    np.savez(tmp_path / "ldam.npz", **sd)
+    config = get_default_config()
+    config.model.pretrained = str(tmp_path / "ldam.npz")
+    config.model.pretrained_skip_head = skip_head
+    state, _ = init_train_state(config, model, (8, 8, 3), optax.constant_schedule(0.1))
+    np.testing.assert_array_equal(state.params["stage3"]["block2"]["conv2"]["kernel"],
+                                  np.transpose(sd["layer3.2.conv2.weight"], (2, 3, 1, 0)))  # fmt: skip
+    np.testing.assert_array_equal(state.batch_stats["stem"]["bn"]["var"], sd["bn1.running_var"])
+    head = np.asarray(state.params["head"]["kernel"])
+    assert np.array_equal(head, sd["linear.weight"].T) != skip_head  # a fresh head if skipped
+
+
 def test_training_checkpoints_of_the_pytorch_codes_unwrap(tmp_path, monkeypatch):
     """LDAM-DRW saves {"state_dict": ...}, FBL's code {"model_state_dict": ...}, beside the epoch,
     the best accuracy and the optimizer: the model's tensors are what loads."""
