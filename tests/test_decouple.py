@@ -466,3 +466,78 @@ def test_a_stop_during_crt_removes_the_cut_short_run(source, tmp_path, monkeypat
     with preemption.stop_scope(), pytest.raises(preemption.Preempted):
         decouple.run_decouple(config, tmp_path / "crt")
     assert not (tmp_path / "crt").exists()
+
+
+def _write_image_folder(root: pathlib.Path, per_class: int, seed: int) -> dict[str, list]:
+    """ROOT/{train,test}/class<c>/*.webp, random 32x32 lossless images; the test arrays."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    test = {}
+    for split, n in (("train", per_class), ("test", 6)):
+        for c in range(3):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+            for i, a in enumerate(arrays):
+                Image.fromarray(a).save(folder / f"{i:02d}.webp", format="WEBP", lossless=True)
+            if split == "test":
+                test[f"class{c}"] = arrays
+    return test
+
+
+def test_a_kept_run_decouples_on_another_machine_from_its_data_there(tmp_path):
+    """A run kept in results/ names the data folder of the machine it trained on: data.root
+    points at this machine's copy, which must be the same pixels (data.json's fingerprints)."""
+    from fbl_jax.train import params_file
+    from fbl_jax.train.run_setup import write_run_files
+
+    trained_at, here, other = (tmp_path / m / "tiny" for m in ("a", "b", "c"))
+    test = _write_image_folder(trained_at, per_class=30, seed=0)
+    config = config_from_file(REPO / "configs" / "cifar10_lt.py")
+    config.data.root = str(trained_at)
+    config.data.num_classes, config.data.imbalance_factor = 3, 3.0
+    config.data.minival_per_class = 5
+    config.model.name, config.batch_size = "resnet8", 8
+    bundle = build_datasets(config.data, global_batch_size=8, seed=config.seed)
+    run = tmp_path / "results" / "run"
+    run.mkdir(parents=True)
+    write_run_files(run, config, bundle)
+    model = get_model("resnet8", 3)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    )
+    variables = _init_params(flax.core.unfreeze(shapes), np.random.default_rng(1))
+    params_file.save_params(
+        run / params_file.FILE_NAME, variables["params"], variables["batch_stats"]
+    )
+    shutil.copytree(trained_at, here)
+    shutil.copytree(trained_at, other)
+    shutil.rmtree(trained_at)  # the machine it trained on is not this one
+    tau0 = {"checkpoint": "last", "tau_norm.taus": (0.0,)}
+
+    with pytest.raises(FileNotFoundError, match=r"does not exist.*--config\.data\.root=DIR"):
+        decouple.run_decouple(_config("tau_norm", run, **tau0), tmp_path / "nowhere")
+    result = decouple.run_decouple(
+        _config("tau_norm", run, **tau0, **{"data.root": str(here)}), tmp_path / "here"
+    )
+    x = np.stack([a for c in sorted(test) for a in test[c]]).astype(np.float32) / 255.0
+    x = (x - np.asarray(config.data.mean)) / np.asarray(config.data.std)
+    y = np.repeat(np.arange(3), 6)
+    logits = np.asarray(model.apply(variables, jnp.asarray(x, jnp.float32), train=False)[0])
+    assert result.final["last"]["top1"] == pytest.approx(np.mean(logits.argmax(1) == y))
+    written = json.loads((tmp_path / "here" / "config.json").read_text())
+    assert written["data"]["root"] == str(here)
+    recorded = json.loads((run / "data.json").read_text())["splits"]
+    evaluated = json.loads((tmp_path / "here" / "data.json").read_text())["splits"]
+    assert evaluated["test"]["sha256"] == recorded["test"]["sha256"]
+
+    from PIL import Image  # another copy: one test image's pixels differ
+
+    changed = np.asarray(Image.open(other / "test/class1/03.webp")).copy()
+    changed[0, 0, 0] ^= 1
+    Image.fromarray(changed).save(other / "test/class1/03.webp", format="WEBP", lossless=True)
+    with pytest.raises(ValueError, match=r"test split\(s\) differ.*--config\.data\.root"):
+        decouple.run_decouple(
+            _config("tau_norm", run, **tau0, **{"data.root": str(other)}), tmp_path / "other"
+        )

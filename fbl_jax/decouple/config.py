@@ -28,6 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.from_run = ""  # the fbl-train WORKDIR (or --from)
     c.checkpoint = "best"  # "best" (on minival) or "last"
     c.seed = placeholder(int)  # None: the source run's seed (cRT head init, sampling)
+    # Where the source run's data is on THIS machine (None: where its config says it was): a run
+    # kept in results/ was trained elsewhere. Checked against the run's data.json fingerprints.
+    c.data = ml_collections.ConfigDict({"root": placeholder(str), "cache_dir": placeholder(str)})
     c.keep_checkpoints = 2
     for name in TAU_METHODS:
         c[name] = ml_collections.ConfigDict({"taus": TAU_GRID})

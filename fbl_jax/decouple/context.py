@@ -41,6 +41,7 @@ class SourceRun:
     step: int
     checkpoint: str  # "best" | "last"
     checkpoint_path: pathlib.Path
+    data: dict[str, Any]  # its data.json (which data, fingerprinted); {} for older runs
 
 
 def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> SourceRun:
@@ -98,6 +99,7 @@ def _from_params_file(path, config, counts_file, kept: pathlib.Path) -> SourceRu
 
 
 def _source_run(path, config, counts_file, variables, step: int, where) -> SourceRun:
+    data_file = path / "data.json"
     return SourceRun(
         path=path,
         config=config,
@@ -108,7 +110,30 @@ def _source_run(path, config, counts_file, variables, step: int, where) -> Sourc
         step=step,
         checkpoint=where[0],
         checkpoint_path=where[1],
+        data=json.loads(data_file.read_text()) if data_file.is_file() else {},
     )
+
+
+def check_same_data(src: SourceRun, rebuilt: dict[str, Any], data_cfg: dict[str, Any]) -> None:
+    """The rebuilt data must be the data the run trained and was tested on: every split both
+    fingerprint the same way must have the same sha256 (another copy of CIFAR, e.g. the lossy
+    JPEG one, has the same class counts and other pixels)."""
+    recorded, now = src.data.get("splits", {}), rebuilt.get("splits", {})
+    differ = [
+        name
+        for name, split in recorded.items()
+        if name in now
+        and split.get("of") == now[name].get("of")
+        and split.get("sha256") != now[name].get("sha256")
+    ]
+    if differ:
+        where = data_cfg.get("root") or data_cfg.get("data_dir") or data_cfg.get("name")
+        raise ValueError(
+            f"the data at {where} is not what {src.path} trained and was tested on: its "
+            f"{', '.join(differ)} split(s) differ from the run's data.json (sha256 of the decoded "
+            f"pixels and labels); point --config.data.root at the copy it used "
+            f"(data.json: {src.data.get('root') or src.data.get('source')})"
+        )
 
 
 class DecoupleContext:
@@ -130,6 +155,10 @@ class DecoupleContext:
         self.seed = int(src.config["seed"] if config.seed is None else config.seed)
         self.trains = self.method not in TAU_METHODS
         data_cfg = dict(src.config["data"])
+        for key, value in config.data.items():  # the data where it is on this machine
+            if value is not None:
+                data_cfg[key] = value or None  # cache_dir='': no cache
+        self.data_cfg = data_cfg
         batch_size = int(src.config["batch_size"])
         num_epochs = None
         if self.trains:
@@ -141,13 +170,22 @@ class DecoupleContext:
         self.batch_size = batch_size
         # As the trainer: eval batches of data.eval_batch_size, else the run's batch size.
         eval_bs = data_cfg.get("eval_batch_size") or int(src.config["batch_size"])
-        self.bundle = build_datasets(
-            data_cfg,
-            global_batch_size=batch_size,
-            seed=self.seed,
-            eval_batch_size=eval_bs,
-            num_epochs=num_epochs,
-        )
+        try:
+            self.bundle = build_datasets(
+                data_cfg,
+                global_batch_size=batch_size,
+                seed=self.seed,
+                eval_batch_size=eval_bs,
+                num_epochs=num_epochs,
+            )
+        except FileNotFoundError as e:
+            if config.data.root is not None:
+                raise
+            raise FileNotFoundError(
+                f"{e}. The run read its data there; where it is on this machine: "
+                "--config.data.root=DIR"
+            ) from None
+        check_same_data(src, self.bundle.provenance, data_cfg)
         if not np.array_equal(self.bundle.class_counts, src.class_counts):
             raise ValueError(
                 f"the data rebuilt from {src.path / 'config.json'} has class counts "
@@ -181,9 +219,14 @@ class DecoupleContext:
         return {"scale": scale * np.float32(self.base_scale), "bias": bias}
 
     def write_config(self) -> None:
+        """config.json (the source's, with the data where it was read and the method), and
+        data.json: a decoupled run says which data it was evaluated on, as a trained one does."""
         if self.is_chief:
-            cfg = {**self.src.config, "decouple": self.section}
+            cfg = {**self.src.config, "data": self.data_cfg, "decouple": self.section}
             (self.workdir / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
+            if self.bundle.provenance:
+                provenance = json.dumps(self.bundle.provenance, indent=1) + "\n"
+                (self.workdir / "data.json").write_text(provenance)
 
     def evaluate_all(
         self, writer: MetricWriter, p_params: Any, p_stats: Any, adjust: dict, step: int, spe: int
