@@ -210,9 +210,14 @@ def test_a_stop_mid_stage_and_a_rerun_end_like_one_call(tiny, tmp_path, monkeypa
     assert stopped_at == STOP_AT
     (plan_stage,) = [s for s in build_plan("tiny", ["digits_lt"], ["2"], 1, {}) if s.name == stage]
     assert execute.stage_progress(plan_stage, tmp_path) == pytest.approx(STOP_AT / 30)
+    stale = tmp_path / "report" / "per_class_FBL_seed_0_unfinished.csv"  # as an earlier call's
+    stale.write_text("class,top1\n")
     assert cli.main(args) == 0
     state = json.loads((tmp_path / "stages.json").read_text())[stage]
     assert state["status"] == "done"
+    # the report is the finished run's alone: no file of the stopped call's outlives it
+    assert not stale.exists() and (tmp_path / "report" / "paper_comparison.md").is_file()
+    assert not (tmp_path / "report.new").exists()
     assert [s["status"] for s in state["stretches"]] == ["stopped", "done"]
     stretches = json.loads((run / "timing.json").read_text())["stretches"]
     assert [(s["first_step"], s["last_step"], s["status"]) for s in stretches] == [

@@ -24,6 +24,7 @@ import functools
 import json
 import pathlib
 import re
+import shutil
 import sys
 import textwrap
 import time
@@ -191,15 +192,7 @@ def _human(seconds: float) -> str:
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    from fbl_jax.reproduce import compare
-    from fbl_jax.reproduce.execute import (
-        run_stages,
-        stage_cpu_floor,
-        stage_done,
-        stage_progress,
-        stage_runs,
-    )
-    from fbl_jax.reproduce.notes import same_formula_notes, tiny_plan_note
+    from fbl_jax.reproduce.execute import run_stages, stage_done
     from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
 
     out = pathlib.Path(args.out).absolute()
@@ -227,29 +220,47 @@ def reproduce(args: argparse.Namespace) -> int:
         return 0
     state = run_stages(stages, out, time.time() + budget, estimates)
     done = sum(stage_done(s, out, state) for s in stages)
-    report_dir = out / "report"
-    run_dirs = [
-        d for s in stages for _, _, d in stage_runs(s, out) if (d / "metrics.jsonl").exists()
-    ]
-    if run_dirs:
-        from fbl_jax.report import make_report
-
-        make_report(run_dirs, report_dir, figures=args.figures)
-    runs_of = functools.partial(stage_runs, out=out)
-    notes = [tiny_plan_note()] if args.plan == "tiny" else []
-    notes += same_formula_notes(stages, runs_of, compare.ROW_LABELS)
-    times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
-    for s in stages:
-        times[s.name]["progress"] = stage_progress(s, out)
-        times[s.name]["cpu_floor_s"] = stage_cpu_floor(s, out)
-    per_class = compare.collect_per_class(stages, runs_of)
-    path = compare.write(compare.collect(stages, runs_of), report_dir, times, notes, per_class)
+    path, notes = write_report(stages, out, state, estimates, args.plan, args.figures)
     for note in notes:
         print(textwrap.fill(f"note: {note}", 100, subsequent_indent="  "), flush=True)
     print(f"{done}/{len(stages)} stage(s) done; report: {path}", flush=True)
     if done < len(stages):
         print("rerun the same command to go on from the checkpoints", flush=True)
     return 0
+
+
+def write_report(
+    stages: list, out: pathlib.Path, state: dict, estimates: dict, plan: str, figures: bool
+) -> tuple[pathlib.Path, list[str]]:
+    """OUT/report afresh: fbl-report's tables (and figures) of the stages' runs, the comparison
+    with the paper and the time table. Written beside it and swapped in, so no file of an
+    earlier call (a figure of a run then unfinished) outlives it; returns (comparison, notes)."""
+    from fbl_jax.reproduce import compare
+    from fbl_jax.reproduce.execute import stage_cpu_floor, stage_progress, stage_runs
+    from fbl_jax.reproduce.notes import same_formula_notes, tiny_plan_note
+
+    report_dir, fresh = out / "report", out / "report.new"
+    shutil.rmtree(fresh, ignore_errors=True)  # a call killed while writing it
+    fresh.mkdir()
+    run_dirs = [
+        d for s in stages for _, _, d in stage_runs(s, out) if (d / "metrics.jsonl").exists()
+    ]
+    if run_dirs:
+        from fbl_jax.report import make_report
+
+        make_report(run_dirs, fresh, figures=figures)
+    runs_of = functools.partial(stage_runs, out=out)
+    notes = [tiny_plan_note()] if plan == "tiny" else []
+    notes += same_formula_notes(stages, runs_of, compare.ROW_LABELS)
+    times = {s.name: state.get(s.name, {"estimate_s": estimates.get(s.name)}) for s in stages}
+    for s in stages:
+        times[s.name]["progress"] = stage_progress(s, out)
+        times[s.name]["cpu_floor_s"] = stage_cpu_floor(s, out)
+    per_class = compare.collect_per_class(stages, runs_of)
+    compare.write(compare.collect(stages, runs_of), fresh, times, notes, per_class)
+    shutil.rmtree(report_dir, ignore_errors=True)
+    fresh.rename(report_dir)
+    return report_dir / "paper_comparison.md", notes
 
 
 def _subcommand(name: str, argv: list[str]) -> tuple[argparse.ArgumentParser, Any, Any]:
