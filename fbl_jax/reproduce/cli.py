@@ -193,7 +193,14 @@ def _human(seconds: float) -> str:
 
 def reproduce(args: argparse.Namespace) -> int:
     from fbl_jax.reproduce.execute import run_stages, stage_done
-    from fbl_jax.reproduce.plan import PLANS, TABLES, build_plan, parse_list, select_methods
+    from fbl_jax.reproduce.plan import (
+        PLANS,
+        TABLES,
+        build_plan,
+        parse_list,
+        plan_record,
+        select_methods,
+    )
 
     out = pathlib.Path(args.out).absolute()
     parse_list(args.plan, PLANS, "plan")
@@ -213,8 +220,8 @@ def reproduce(args: argparse.Namespace) -> int:
     if args.methods:
         stages = select_methods(stages, [m.strip() for m in args.methods.split(",") if m.strip()])
     out.mkdir(parents=True, exist_ok=True)
-    spec = [{"name": s.name, "table": s.table, "sets": s.sets, "base": s.base} for s in stages]
-    (out / "plan.json").write_text(json.dumps({"stages": spec}, indent=1, default=list) + "\n")
+    record = plan_record(args.plan, stages)
+    (out / "plan.json").write_text(json.dumps(record, indent=1, default=list) + "\n")
     estimates = _describe(stages, out)
     if args.dry_run:
         return 0

@@ -7,8 +7,10 @@ copies, for every finished run under OUT/runs/ (a final record and, for trained 
 evaluation, per class, feature norms), config.json, class_counts.json, data.json (which data,
 fingerprinted), timing.json (each stretch and its machine), TensorBoard events and the final
 parameters (a ResNet-32's are under 2 MB). The stage folders' sweep.json and timing files and
-OUT's plan, probe, stage times and report come along. `fbl-report` rebuilds every table and
-figure from the copy, fbl-decouple corrects its CE runs, and the parameters load in one line
+OUT's plan, probe and stage times come along, and the report (comparison with the paper, tables,
+figures) is written afresh from the exported runs, so it holds the finished runs only (an OUT
+from before plan.json kept its stages whole: its report is copied). `fbl-report` rebuilds every
+table and figure from the copy, fbl-decouple corrects its CE runs, and the parameters load in one line
 (`fbl_jax.train.params_file.load_params`). Runs not finished yet are named and left out; export
 again later to add them (files already there are replaced).
 """
@@ -31,6 +33,9 @@ OUT_FILES = ("plan.json", "probe.json", "stages.json")
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="fbl-reproduce's output folder")
     parser.add_argument("--to", required=True, help="the results folder to write (or add to)")
+    parser.add_argument(
+        "--no-figures", dest="figures", action="store_false", help="the report's tables only"
+    )
 
 
 def export(args: argparse.Namespace) -> int:
@@ -55,7 +60,17 @@ def export(args: argparse.Namespace) -> int:
     for name in OUT_FILES:
         if (out / name).is_file():
             size += _copy(out / name, dest / name)
-    if (out / "report").is_dir():
+    stages = _stages(out)
+    if stages is not None:
+        from fbl_jax.reproduce.cli import write_report
+
+        state = (
+            json.loads((out / "stages.json").read_text()) if (out / "stages.json").is_file() else {}
+        )
+        estimates = {name: s.get("estimate_s") for name, s in state.items()}
+        plan = json.loads((out / "plan.json").read_text())["plan"]
+        write_report(stages, dest, state, estimates, plan, getattr(args, "figures", True))
+    elif (out / "report").is_dir():
         size += _copy_tree(out / "report", dest / "report")
     print(f"exported {len(kept)} finished run(s), {size / 2**20:.1f} MiB, to {dest}", flush=True)
     if waiting:
@@ -66,6 +81,16 @@ def export(args: argparse.Namespace) -> int:
     if kept:
         print(f"tables and figures again: fbl-report {dest}/runs/<stage> --out REPORT_DIR")
     return 0
+
+
+def _stages(out: pathlib.Path) -> list | None:
+    """OUT's stages from its plan.json, None where it does not keep them whole."""
+    from fbl_jax.reproduce.plan import stages_from_record
+
+    try:
+        return stages_from_record(json.loads((out / "plan.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _lacks_model(run_dir: pathlib.Path) -> bool:

@@ -70,6 +70,28 @@ class Stage:
         return config
 
 
+def plan_record(plan: str, stages: list[Stage]) -> dict[str, Any]:
+    """What OUT/plan.json keeps: the plan's name and every stage whole, so that the stages can be
+    rebuilt from OUT alone (`fbl-reproduce export` writes the report of what it exports)."""
+    return {"plan": plan, "stages": [dataclasses.asdict(s) for s in stages]}
+
+
+def stages_from_record(record: dict[str, Any]) -> list[Stage] | None:
+    """The stages of a plan.json; None for one written before stages were kept whole."""
+    fields = {f.name for f in dataclasses.fields(Stage)}
+    stages = record.get("stages") or []
+    if not stages or any(set(s) != fields for s in stages):
+        return None
+    out = []
+    for s in stages:  # JSON gave lists where the plan had tuples
+        overrides = {k: tuple(v) if isinstance(v, list) else v
+                     for k, v in s["base"]["overrides"].items()}  # fmt: skip
+        base = {**s["base"], "overrides": overrides}
+        sets = [(key, list(values)) for key, values in s["sets"]]
+        out.append(Stage(**{**s, "base": base, "sets": sets}))
+    return out
+
+
 def parse_list(text: str, choices: Sequence[str], what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in choices]
