@@ -2,10 +2,11 @@
 # The real trainer on CIFAR-10-LT (IF 100, configs/cifar10_lt.py) laid out two ways on the CPU:
 # one process on every core, then one process per core, all at once (what sweep_processes=0
 # does). A few epochs with an evaluation after each; prints each run's timing.json totals and
-# the images/s they give. Run it on an otherwise idle machine: other work changes the figures.
+# the images/s they give. Let nothing else run meanwhile: other work changes the figures.
 #
 #   benchmarks/trainer_layouts.sh DATA_ROOT [EPOCHS] [OUT]
-#   (DATA_ROOT holds train/ and test/ of the lossless CIFAR-10 copy; EPOCHS defaults to 4)
+#   DATA_ROOT: CIFAR-10 as an image-folder tree, DATA_ROOT/{train,test}/<class>/ (docs/protocols.md);
+#   EPOCHS defaults to 4
 set -euo pipefail
 root=${1:?give the CIFAR-10 image-folder root}; epochs=${2:-4}; out=${3:-$(mktemp -d)}
 cores=$(nproc)

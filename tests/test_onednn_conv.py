@@ -354,8 +354,8 @@ def test_stale_build_folders_are_removed_and_nothing_else(monkeypatch, tmp_path)
 
 
 def process_gone(pid: int, within_s: float = 10.0) -> bool:
-    """Whether `pid` ends within `within_s`: a SIGKILL is delivered when the process next runs,
-    which on a busy machine (the suite on two cores) can be a moment after kill() returns."""
+    """Whether `pid` ends within `within_s`: a SIGKILL takes effect when the process next runs,
+    which on a loaded CPU can be a moment after kill() returns."""
     deadline = time.monotonic() + within_s
     while True:
         try:
