@@ -66,9 +66,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     # xla elsewhere). Same parameters and checkpoints either way.
     c.model.conv = "auto"
     c.model.freeze = ()  # top-level modules kept fixed, e.g. ("conv1", "bn1", "layer1", ...)
-    c.model.pretrained = (
-        ""  # PyTorch state dict (.pth/.npz/.safetensors): torchvision's or LDAM's CIFAR names
-    )
+    # a PyTorch state dict (.pth/.pth.tar/.npz/.safetensors): torchvision's or LDAM's CIFAR names
+    c.model.pretrained = ""
     c.model.pretrained_skip_head = True
 
     c.loss = loss_config()

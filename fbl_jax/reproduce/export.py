@@ -10,8 +10,8 @@ parameters (a ResNet-32's are under 2 MB). The stage folders' sweep.json and tim
 OUT's plan, probe and stage times come along, and the report (comparison with the paper, tables,
 figures) is written afresh from the exported runs, so it holds the finished runs only (an OUT
 from before plan.json kept its stages whole: its report is copied). `fbl-report` rebuilds every
-table and figure from the copy, fbl-decouple corrects its CE runs, and the parameters load in one line
-(`fbl_jax.train.params_file.load_params`). Runs not finished yet are named and left out; export
+table and figure from the copy, fbl-decouple corrects its CE runs, and the parameters load in
+one line (`fbl_jax.train.params_file.load_params`). Runs not finished yet are named and left out; export
 again later to add them (files already there are replaced).
 """
 
@@ -60,16 +60,15 @@ def export(args: argparse.Namespace) -> int:
     for name in OUT_FILES:
         if (out / name).is_file():
             size += _copy(out / name, dest / name)
-    stages = _stages(out)
-    if stages is not None:
+    plan = _plan(out)
+    if plan is not None:
         from fbl_jax.reproduce.cli import write_report
 
         state = (
             json.loads((out / "stages.json").read_text()) if (out / "stages.json").is_file() else {}
         )
         estimates = {name: s.get("estimate_s") for name, s in state.items()}
-        plan = json.loads((out / "plan.json").read_text())["plan"]
-        write_report(stages, dest, state, estimates, plan, getattr(args, "figures", True))
+        write_report(plan[1], dest, state, estimates, plan[0], args.figures)
     elif (out / "report").is_dir():
         size += _copy_tree(out / "report", dest / "report")
     print(f"exported {len(kept)} finished run(s), {size / 2**20:.1f} MiB, to {dest}", flush=True)
@@ -83,12 +82,14 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stages(out: pathlib.Path) -> list | None:
-    """OUT's stages from its plan.json, None where it does not keep them whole."""
+def _plan(out: pathlib.Path) -> tuple[str, list] | None:
+    """(the plan's name, its stages) from OUT/plan.json, None where it does not keep them whole."""
     from fbl_jax.reproduce.plan import stages_from_record
 
     try:
-        return stages_from_record(json.loads((out / "plan.json").read_text()))
+        record = json.loads((out / "plan.json").read_text())
+        stages = stages_from_record(record)
+        return None if stages is None else (record["plan"], stages)
     except (OSError, ValueError, TypeError, KeyError):
         return None
 
