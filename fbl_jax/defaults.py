@@ -36,6 +36,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     # that compare with the paper need those evaluations; the minival selection gets them too
     c.eval_every_epoch_from = 0
     c.checkpoint_every_epochs = 10
+    # Also a checkpoint at the first log step this many minutes after the last one (0: never):
+    # a kill without warning (a lost node, the OOM killer; SIGTERM saves on its own) then loses
+    # at most this much, however long an epoch takes on the hardware at hand
+    c.checkpoint_every_minutes = 30.0
     c.keep_checkpoints = 3
     c.log_every_steps = 100
     # Train steps per compiled call, on-device pipeline only; logging, evaluation and checkpoints
@@ -309,6 +313,7 @@ def numeric_ranges() -> dict[str, Range]:
         "eval_every_epoch_from": Range(0, integer=True),
         "sweep_processes": Range(0, integer=True),
         "checkpoint_every_epochs": count,
+        "checkpoint_every_minutes": Range(0),  # 0: by epochs only
         "keep_checkpoints": count,
         "log_every_steps": count,
         "data.num_classes": Range(2, integer=True),

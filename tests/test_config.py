@@ -96,6 +96,7 @@ BAD_NUMBERS = [
     ("eval_batch_size", -8, "an integer >= 1"),
     ("eval_every_epochs", 0, "an integer >= 1"),
     ("checkpoint_every_epochs", 0, "an integer >= 1"),
+    ("checkpoint_every_minutes", -5.0, ">= 0"),
     ("keep_checkpoints", 0, "an integer >= 1"),
     ("log_every_steps", 0, "an integer >= 1"),
     ("steps_per_call", -2, "integer >= -1"),

@@ -25,6 +25,10 @@ def test_two_processes_on_localhost_agree(tmp_path):
         args = cli_args(
             workdir,
             num_epochs=1,
+            # every log step is due: the hosts must agree on mid-epoch saves (orbax saves
+            # only when all of them do)
+            checkpoint_every_minutes=1e-9,
+            keep_checkpoints=5,
             **{
                 "distributed.initialize": "explicit",
                 "distributed.coordinator_address": f"127.0.0.1:{port}",
@@ -52,3 +56,5 @@ def test_two_processes_on_localhost_agree(tmp_path):
     assert "joined 2 processes" in outs[1]
     records = read_records(workdir)
     assert records[-1]["type"] == "final" and records[-1]["last"]["num_examples"] == 539
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [5, 10, 15], saved

@@ -29,6 +29,7 @@ from fbl_jax.train import checkpoints as checkpointing
 from fbl_jax.train import train_and_evaluate
 from fbl_jax.train.loop import parameter_checksum
 from fbl_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
+from fbl_jax.train.runners import ProgramRunner
 from fbl_jax.train.timing import SpeedWindow
 
 STEPS_PER_EPOCH = 15  # the tiny demo: 494 images / batch 32
@@ -207,3 +208,101 @@ def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference
     assert final_params(termed)[0] == 7
     subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
     assert_trees_equal(final_params(termed)[1], ref_params)
+
+
+class _Killed(BaseException):
+    """A kill without warning (a lost node, the OOM killer): nothing after it runs, not even
+    the loop's clean-up; only what was saved before it is there for the restart."""
+
+
+def _kill_after_save(monkeypatch, at_step: int) -> None:
+    original = checkpointing.Checkpoints.save
+
+    def save(self, state, meta, best=False):
+        original(self, state, meta, best=best)
+        if int(meta["step"]) == at_step and not best:
+            raise _Killed
+
+    monkeypatch.setattr(checkpointing.Checkpoints, "save", save)
+
+
+def _history(workdir) -> list[tuple]:
+    """Every train and eval record's numbers, in order (timings and images/s aside)."""
+    keys = (
+        "type",
+        "step",
+        "split",
+        "loss",
+        "train_top1",
+        "lr",
+        "alpha",
+        "top1",
+        "mean_feature_norm",
+    )
+    return [
+        tuple(str(r.get(k)) for k in keys)
+        for r in read_records(workdir)
+        if r["type"] in ("train", "eval")
+    ]
+
+
+def _saved_steps(workdir) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_checkpoint_every_minutes_saves_mid_epoch_and_a_kill_resumes_from_there(
+    tmp_path, monkeypatch, reference
+):
+    """A fake clock that moves 15 s per log interval (5 steps) and checkpoint_every_minutes=1:
+    the first log step a minute after the start is step 20, mid-epoch (epochs: 15 steps,
+    saved every 2 epochs here). Killed right after that save, the restart resumes at step 20
+    and ends with the uninterrupted run's records and final record."""
+    ref_dir, ref_final = reference
+    now = [0.0]
+    monkeypatch.setattr("fbl_jax.train.loop.time.monotonic", lambda: now[0])
+    advance = ProgramRunner.advance
+
+    def advance_15s_per_interval(self, step, n, alive):
+        out = advance(self, step, n, alive)
+        now[0] += 15.0 * out[1] / 5
+        return out
+
+    monkeypatch.setattr(ProgramRunner, "advance", advance_15s_per_interval)
+    cadence = dict(checkpoint_every_epochs=2, keep_checkpoints=10)
+    timed = tmp_path / "timed"
+    train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), timed)
+    assert _saved_steps(timed) == [20, 2 * STEPS_PER_EPOCH]
+    untimed = tmp_path / "untimed"
+    train_and_evaluate(tiny_config(checkpoint_every_minutes=0.0, **cadence), untimed)
+    assert _saved_steps(untimed) == [2 * STEPS_PER_EPOCH]
+
+    killed = tmp_path / "killed"
+    _kill_after_save(monkeypatch, 20)
+    with pytest.raises(_Killed):
+        train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), killed)
+    assert _saved_steps(killed) == [20]
+    monkeypatch.undo()
+    final = train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), killed)
+    assert final == ref_final
+    assert _history(killed) == _history(ref_dir)
+
+
+def test_a_kill_after_an_epoch_checkpoint_inside_a_log_interval_keeps_the_records_exact(
+    tmp_path, monkeypatch
+):
+    """Logs every 4 steps, epochs of 15: the epoch-1 checkpoint (step 15) falls inside the
+    interval 13-16. Killed right after it, the restart's record for step 16 must still be the
+    mean over steps 13-16, as in the uninterrupted run (the steps 13-15 travel in the
+    checkpoint), not over step 16 alone."""
+    config = dict(log_every_steps=4)
+    whole = tmp_path / "whole"
+    ref_final = train_and_evaluate(tiny_config(**config), whole)
+    killed = tmp_path / "killed"
+    _kill_after_save(monkeypatch, STEPS_PER_EPOCH)
+    with pytest.raises(_Killed):
+        train_and_evaluate(tiny_config(**config), killed)
+    monkeypatch.undo()
+    assert train_and_evaluate(tiny_config(**config), killed) == ref_final
+    steps = [int(h[1]) for h in _history(whole) if h[0] == "train"]
+    assert 16 in steps and STEPS_PER_EPOCH not in steps
+    assert _history(killed) == _history(whole)

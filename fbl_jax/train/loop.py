@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -151,6 +152,8 @@ class _Loop:
         self.timing, self.spe = timing, bundle.steps_per_epoch
         self.counts = np.asarray(bundle.class_counts)
         self.single = len(runs) == 1  # one run: its own console lines, as fbl-train always gave
+        self.save_every_s = 60.0 * (config.get("checkpoint_every_minutes", 0.0) or 0.0)
+        self.saved_at = time.monotonic()
 
     def alive(self) -> list[bool]:
         return [not run.failed for run in self.runs]
@@ -185,8 +188,19 @@ class _Loop:
                     pending = []  # uninterrupted
                 if step % spe == 0:
                     with timing.measure("train"):  # never evaluate or save a diverged state
-                        self._check_finite(pending)
+                        fetched = self._check_finite(pending)
+                    if pending:  # an epoch's end inside a log interval: its steps so far go
+                        self._keep_partial(fetched)  # into the epoch's checkpoint, so a run
+                        pending = []  # killed after it resumes to the uninterrupted records
                     self._epoch_end(step, total_steps)
+                    speed.restart(step)
+                # at a log step the records are flushed and nothing is partial: a clean resume
+                if (
+                    step % config.log_every_steps == 0
+                    and step < total_steps
+                    and self._minutes_due()
+                ):
+                    self._save_all(step)
                     speed.restart(step)
                 if stop.is_set() and step < total_steps:
                     self._save_all(step)
@@ -310,11 +324,22 @@ class _Loop:
             meta = {**self.identity, **run.meta, "step": step}
             run.ckpts.save(self.runner.host_state(r), meta, best=best)
 
+    def _minutes_due(self) -> bool:
+        """Whether `checkpoint_every_minutes` have passed since the last checkpoint; process 0's
+        clock decides for every host, since orbax saves only when all of them do."""
+        if not self.save_every_s:
+            return False
+        due = time.monotonic() - self.saved_at >= self.save_every_s
+        if jax.process_count() > 1:
+            due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+        return due
+
     def _save_all(self, step: int) -> None:
         with self.timing.measure("checkpoint"):
             for r in range(len(self.runs)):
                 self._save(r, step)
         self.timing.write(step)  # a kill loses at most the time since this checkpoint
+        self.saved_at = time.monotonic()
 
     def _final(self, r: int, total_steps: int) -> dict[str, Any]:
         run = self.runs[r]
