@@ -21,6 +21,23 @@ from ml_collections.config_dict import placeholder
 # without importing this module back); `from fbl_jax.defaults import ConfigError` stays valid.
 from fbl_jax.errors import ConfigError
 
+# Fields that decide how a run is carried out (logging, checkpoints, how steps are dispatched,
+# evaluation batches, the decoded-data cache), never what it computes: runs that differ only in
+# them are one setting. fbl-report groups seeds by the rest, so a run resumed by a version that
+# added such a field still sits with its seeds.
+BOOKKEEPING_KEYS = (
+    "log_every_steps",
+    "checkpoint_every_epochs",
+    "checkpoint_every_minutes",
+    "keep_checkpoints",
+    "steps_per_call",
+    "sweep_run_axis",
+    "sweep_processes",
+    "eval_in_one_call",
+    "eval_batch_size",
+    "data.cache_dir",
+)
+
 
 def get_default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()

@@ -940,6 +940,27 @@ def test_settings_that_look_alike_show_what_differs(tmp_path):
     ]
 
 
+def test_seeds_that_differ_in_bookkeeping_alone_are_one_setting(tmp_path):
+    """Seed 0 written before checkpoint_every_minutes existed, seed 1 after, with other log and
+    dispatch settings: one setting of two seeds. A learning rate apart stays apart."""
+    extra = {"checkpoint_every_minutes": 30.0, "log_every_steps": 50, "steps_per_call": 4}
+    data = {"source": "image_folder", "root": "/x/cifar10", "imbalance_factor": 100.0}
+    a, _ = write_run(tmp_path, "s0", seed=0, top1=(0.4, 0.60))
+    b, _ = write_run(
+        tmp_path,
+        "s1",
+        seed=1,
+        top1=(0.4, 0.70),
+        config_extra={**extra, "data": {**data, "num_classes": 4, "cache_dir": "/c"}},
+    )
+    c, _ = write_run(tmp_path, "lr", seed=2, lr=0.05)
+    loaded = [run_dir.load_run(d, d.name)[0] for d in (a, b, c)]
+    settings = report_tables.aggregate_settings(loaded, report_tables.DEFAULT_IGNORE_KEYS)
+    assert [s["runs"] for s in settings] == [["s0", "s1"], ["lr"]]
+    top1 = settings[0]["metrics"]["top1_last"]
+    assert (top1["n"], top1["mean"]) == (2, pytest.approx(0.65))
+
+
 def _sweep_folder(root: pathlib.Path, seeds=(0, 1), not_started=()) -> pathlib.Path:
     """What fbl-sweep --set seed=... writes: sweep.json, timing files, one run per setting."""
     folder = root / "sweep"

@@ -14,17 +14,20 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.defaults import BOOKKEEPING_KEYS
 from fbl_jax.report.labels import dataset_name, method_name
 from fbl_jax.report.run_dir import Run, flatten, safe_filename
 
 # Config keys that name a run rather than define its setting (dotted paths); a decoupled run's
-# source run and checkpoint path differ from seed to seed like its workdir.
+# source run and checkpoint path differ from seed to seed like its workdir. Bookkeeping fields
+# (checkpoint and log cadence, dispatch …) change nothing a run computes.
 DEFAULT_IGNORE_KEYS = (
     "seed",
     "run_name",
     "workdir",
     "decouple.from_run",
     "decouple.checkpoint_path",
+    *BOOKKEEPING_KEYS,
 )
 # Metrics aggregated over seeds: (summary key, record in the final line, field).
 AGG_METRICS = (

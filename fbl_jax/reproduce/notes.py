@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from fbl_jax.defaults import BOOKKEEPING_KEYS
 from fbl_jax.reproduce.plan import TINY, Stage, row_of
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
@@ -47,7 +48,7 @@ def same_formula(a: dict[str, Any], b: dict[str, Any], counts: Sequence[float]) 
 
     def rest(config: dict[str, Any]) -> dict[str, Any]:
         flat = flatten({k: v for k, v in config.items() if k != "loss"})
-        return {k: v for k, v in flat.items() if k not in RUN_NAMING_KEYS}
+        return {k: v for k, v in flat.items() if k not in (*RUN_NAMING_KEYS, *BOOKKEEPING_KEYS)}
 
     if rest(a) != rest(b):
         return False
