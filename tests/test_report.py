@@ -267,6 +267,7 @@ def test_figures_are_pngs_of_the_requested_size(made, runs, tmp_path):
     out, rep, _ = made
     figures = [
         "feature_norm_over_epochs",
+        "accuracy_over_epochs",
         "feature_norm_distribution",
         "per_class_accuracy",
         "schedules",
@@ -284,6 +285,7 @@ def test_figures_are_pngs_of_the_requested_size(made, runs, tmp_path):
 
 FIGURES = (
     "feature_norm_over_epochs",
+    "accuracy_over_epochs",
     "feature_norm_distribution",
     "per_class_accuracy",
     "schedules",
@@ -503,6 +505,7 @@ def figures(made):
     _, rep, _ = made
     figs = {
         "over_epochs": report_plots.draw_feature_norm_over_epochs(rep.runs, None, (8, 5)),
+        "accuracy_over_epochs": report_plots.draw_accuracy_over_epochs(rep.runs, None, (8, 5)),
         "norms": report_plots.draw_feature_norm_distribution(rep.runs, (8, 5)),
         "accuracy": report_plots.draw_per_class_accuracy(rep.runs, (8, 5)),
         "schedules": report_plots.draw_schedules(rep.runs, (8, 5)),
@@ -511,6 +514,27 @@ def figures(made):
     yield rep.runs, figs
     for fig in figs.values():
         report_plots.plt.close(fig)
+
+
+def test_accuracy_over_epochs_draws_the_test_records(runs):
+    """Panel 1: every test evaluation's top-1; then the most frequent class and the two least
+    frequent ones (counts 500 | 30, 5: dog | eel, fox), each its per-class accuracy, in %."""
+    _, dirs, info = runs
+    run = run_dir.load_run(dirs[2], "fbl_s0")[0]
+    fig = report_plots.draw_accuracy_over_epochs([run], None, (8, 5))
+    _, tests = info["fbl_s0"]
+    epochs = [r["epoch"] for r in tests]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[-1] for ax in axes] == [
+        "all classes", "dog (n=500)", "eel (n=30)", "fox (n=5)",
+    ]  # fmt: skip
+    want = [[100 * r["top1"] for r in tests]]
+    want += [[100 * r["per_class_accuracy"][c] for r in tests] for c in (1, 2, 3)]
+    for ax, values in zip(axes, want):
+        (line,) = ax.lines
+        np.testing.assert_allclose(line.get_xdata(), epochs)
+        np.testing.assert_allclose(line.get_ydata(), values)
+    report_plots.plt.close(fig)
 
 
 def test_fonts_are_at_least_8_points(figures):
@@ -713,6 +737,7 @@ def layout_problems(fig):
 def _draw_all(runs, size):
     return {
         "over_epochs": report_plots.draw_feature_norm_over_epochs(runs, None, size),
+        "accuracy_over_epochs": report_plots.draw_accuracy_over_epochs(runs, None, size),
         "norms": report_plots.draw_feature_norm_distribution(runs, size),
         "accuracy": report_plots.draw_per_class_accuracy(runs, size),
         "schedules": report_plots.draw_schedules(runs, size),
@@ -779,7 +804,7 @@ def test_width_option_sets_every_figure_width(runs, tmp_path):
     _, dirs, _ = runs
     report.make_report(dirs[:3], tmp_path, width="5", dpi=40)
     pngs = list(tmp_path.glob("*.png"))
-    assert len(pngs) == 5  # 4 figures, CE's confusion (its 2 seeds in one); FBL logged none
+    assert len(pngs) == 6  # 5 figures, CE's confusion (its 2 seeds in one); FBL logged none
     for png in pngs:
         w, h = _png_size(png)
         assert w == 5 * 40, png.name

@@ -124,8 +124,9 @@ def make_report(
     """Read the runs and write summary.md, summary.json, per-class files and the figures.
 
     Every figure is written as PNG (embedded in summary.md) and PDF (same stem). `classes`
-    picks the class ids for the feature-norm-over-epochs figure (default: the two most and two
-    least frequent of each run). Figures are `figsize` (default 8×5 in) or, with `width`
+    picks the class ids for the over-epochs figures (default: the two most and two least
+    frequent of each run for the feature norms; the most and two least frequent, beside all
+    classes, for the test accuracy). Figures are `figsize` (default 8×5 in) or, with `width`
     ('single' = 3.3 in, 'double' = 6.9 in, or inches), that wide with the height each needs;
     `dpi` defaults to DEFAULT_DPI, or PAPER_DPI with a width. Raises NoReadableRunError if no
     run was read, ValueError for a bad argument, OSError if `out_dir` cannot be written.
@@ -301,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes",
         type=_parse_classes,
         default=None,
-        help="class ids for the feature-norm-over-epochs figure, e.g. 0,1,8,9 "
-        "(default: the 2 most and 2 least frequent)",
+        help="class ids for the over-epochs figures, e.g. 0,1,8,9 (default: the 2 most and 2 "
+        "least frequent for the feature norms, the most and 2 least frequent for accuracy)",
     )
     p.add_argument(
         "--max-inline-classes",

@@ -376,7 +376,46 @@ def draw_feature_norm_over_epochs(
     runs: Sequence[Run], classes: Sequence[int] | None, figsize: Figsize
 ) -> Any:
     """Mean test feature norm of chosen head/tail classes per eval epoch, one line per run."""
-    picks = [select_classes(r, classes) for r in runs]
+    return _over_epochs(
+        runs, classes, figsize, field="feature_norm_per_class", ylabel="mean feature norm (test)",
+        title="Test feature norm: head vs tail classes", log_if_spread=True,
+    )  # fmt: skip
+
+
+def draw_accuracy_over_epochs(
+    runs: Sequence[Run], classes: Sequence[int] | None, figsize: Figsize
+) -> Any:
+    """Test top-1 per eval epoch, over all classes, for the most frequent class and the two
+    least frequent ones, one line per run: when a method's gains and losses appear (the α(t)
+    curriculum's late epochs, the learning-rate decays), and where a best-epoch selection picks."""
+    return _over_epochs(
+        runs, classes, figsize, field="per_class_accuracy", ylabel="test top-1 (%)",
+        title="Test accuracy over training: all, head and tail classes", scale=100.0,
+        overall="top1",
+    )  # fmt: skip
+
+
+def _over_epochs(
+    runs: Sequence[Run],
+    classes: Sequence[int] | None,
+    figsize: Figsize,
+    *,
+    field: str,
+    ylabel: str,
+    title: str,
+    scale: float = 1.0,
+    overall: str | None = None,
+    log_if_spread: bool = False,
+) -> Any:
+    """One panel per chosen class (a first one for all classes where `overall` names the
+    scalar), one line per run over its test evaluations: `field`[class] × `scale`."""
+    # with the all-classes panel, one head class and two tail ones: four panels, as the norms'
+    picks = [
+        [("all classes", None), *select_classes(r, classes, n_head=1)]
+        if overall
+        else select_classes(r, classes)
+        for r in runs
+    ]
     labels = legend_labels(runs)
     panels = max(len(p) for p in picks)
     width = figsize if isinstance(figsize, int | float) else figsize[0]
@@ -389,25 +428,27 @@ def draw_feature_norm_over_epochs(
     for i in range(panels):
         # One class per panel for every run: its name and count go in the title, not the legend.
         at_i = [(r, p[i]) for r, p in zip(runs, picks) if i < len(p)]
-        ids = {(c, _class_title(r, c)) for r, (_, c) in at_i}
-        title = at_i[0][1][0]
+        ids = {(c, _class_title(r, c)) for r, (_, c) in at_i if c is not None}
+        title_i = at_i[0][1][0]
         if len(ids) == 1:
-            title += "\n" + next(iter(ids))[1]
-        flat[i].set_title(title)
+            title_i += "\n" + next(iter(ids))[1]
+        flat[i].set_title(title_i)
     handles, lines_of = [], {}
     for k, (run, pick) in enumerate(zip(runs, picks)):
-        evals = [e for e in run.test_evals if e.get("feature_norm_per_class") is not None]
+        evals = [e for e in run.test_evals if e.get(field) is not None]
         epochs = [e.get("epoch", e.get("step")) for e in evals]
         lines = []
         for i, (_, c) in enumerate(pick):
-            norms = [e["feature_norm_per_class"][c] for e in evals]
-            norms = [np.nan if v is None else v for v in norms]
-            lines += flat[i].plot(epochs, norms, marker="o", markersize=3, color=f"C{k}")
+            values = [e.get(overall) if c is None else e[field][c] for e in evals]
+            values = [np.nan if v is None else scale * v for v in values]
+            lines += flat[i].plot(epochs, values, marker="o", markersize=3, color=f"C{k}")
             drawn[i] = drawn[i] or bool(evals)
         lines_of[k] = lines
         handles.append(lines[0] if lines else plt.Line2D([], [], color=f"C{k}", marker="o"))
-    # the panels share y; one series per run, over its classes and epochs
-    _log_if_spread(flat[0], [[v for ln in lines_of[k] for v in ln.get_ydata()] for k in lines_of])
+    if log_if_spread:  # the panels share y; one series per run, over its classes and epochs
+        _log_if_spread(
+            flat[0], [[v for ln in lines_of[k] for v in ln.get_ydata()] for k in lines_of]
+        )
     for i, ax in enumerate(flat):
         if i >= panels:
             ax.set_visible(False)
@@ -418,8 +459,8 @@ def draw_feature_norm_over_epochs(
         ax.grid(alpha=0.3)
         if i + ncols >= panels:  # nothing below it
             ax.set_xlabel("epoch")
-    fig.supylabel("mean feature norm (test)")
-    fig.suptitle("Test feature norm: head vs tail classes")
+    fig.supylabel(ylabel)
+    fig.suptitle(title)
     if any(drawn):
         _legend_below(fig, handles, labels, grow)
     return _finish(fig, grow=grow)
@@ -670,6 +711,7 @@ def plot_all(
         suffix = "" if len(parts) == 1 else f"_part{k}"
         figures = [
             ("feature_norm_over_epochs", draw_feature_norm_over_epochs(part, classes, size)),
+            ("accuracy_over_epochs", draw_accuracy_over_epochs(part, classes, size)),
             ("feature_norm_distribution", draw_feature_norm_distribution(part, size)),
             ("per_class_accuracy", draw_per_class_accuracy(part, size)),
             ("schedules", draw_schedules(part, size)),
