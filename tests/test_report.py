@@ -616,6 +616,30 @@ def schedule_runs(tmp_path):
     return [run_dir.load_run(d, d.name)[0] for d in dirs]
 
 
+def test_fbl_end_shift_is_alpha_lambda_over_the_class_norm(schedule_runs, tmp_path):
+    """The authors' form, A = 60, counts 30, 500, 30, 5: λ_j = (log 500 − log n_j) /
+    (log 500 − log 5) · 60, the last train record's α, the last test evaluation's norms."""
+    fbl, ce = schedule_runs
+    alpha = _schedule_records(fbl=True)[-1]["alpha"]
+    norms = np.asarray(fbl.last_test()["feature_norm_per_class"])
+    counts = np.asarray(COUNTS, float)
+    lam = (np.log(500) - np.log(counts)) / (np.log(500) - np.log(5)) * 60
+    want = alpha * lam / norms
+    got_alpha, got = report_tables.fbl_end_shift(fbl)
+    assert got_alpha == pytest.approx(alpha)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert report_tables.fbl_end_shift(ce) is None  # no α(t) shift in cross-entropy
+    taus = [w / (np.log(500) - np.log(n)) for w, n in zip(want, counts) if n < 500]
+    lines, _ = report_tables.per_class_section(fbl, tmp_path, max_inline=10)
+    text = "\n".join(lines)
+    assert f"{min(taus):.2f}–{max(taus):.2f}" in text
+    table = _table(text)
+    shown = {int(r["Class id"]): float(r["FBL shift at the end (logits)"]) for r in table}
+    assert shown == {c: pytest.approx(round(w, 2), abs=1e-9) for c, w in enumerate(want)}
+    ce_lines, _ = report_tables.per_class_section(ce, tmp_path, max_inline=10)
+    assert "FBL shift" not in "\n".join(ce_lines)
+
+
 def test_schedules_are_the_logged_values(schedule_runs):
     fig = report_plots.draw_schedules(schedule_runs, (8, 5))
     ax_lr, ax_alpha = fig.axes

@@ -14,6 +14,9 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+import ml_collections
+
+from fbl_jax import losses
 from fbl_jax.defaults import BOOKKEEPING_KEYS
 from fbl_jax.report.labels import dataset_name, method_name
 from fbl_jax.report.run_dir import Run, flatten, safe_filename
@@ -61,6 +64,7 @@ PER_CLASS_HEADER = (
     "Top-1 best-on-minival (%)",
     "Feature norm (last)",
 )
+SHIFT_HEADER = "FBL shift at the end (logits)"
 
 
 def _fmt_if(value: Any) -> str:
@@ -184,10 +188,44 @@ def results_table(settings: Sequence[dict[str, Any]]) -> list[str]:
     return md_table(header, rows)
 
 
+def fbl_end_shift(run: Run) -> tuple[float, list[float | None]] | None:
+    """(α at the last step, per class α·λ_j/‖f‖_j): the logits FBL's loss took from class j at
+    the run's end, ‖f‖_j the class's mean test feature norm at the last evaluation. What sets
+    FBL's head/tail balance; logit adjustment's loss shifts by τ·(log n_max − log n_j). None
+    for a loss without an α(t) shift or a run without the records."""
+    loss, alphas = run.config.get("loss"), [r["alpha"] for r in run.train if "alpha" in r]
+    last = run.last_test() or {}
+    norms = last.get("feature_norm_per_class")
+    if not isinstance(loss, dict) or not alphas or norms is None:
+        return None
+    try:
+        coefficients = losses.program_coefficients(
+            ml_collections.ConfigDict(loss), run.counts, run.config["num_epochs"]
+        )
+    except (ValueError, KeyError, TypeError):  # a kind outside the shared formula, an old config
+        return None
+    if not coefficients["uses_alpha"]:
+        return None
+    alpha = float(alphas[-1])
+    lam = coefficients["lam"]
+    return alpha, [None if n is None else alpha * float(lam[c]) / n for c, n in enumerate(norms)]
+
+
+def shift_as_tau(run: Run, shift: Sequence[float | None]) -> tuple[float, float] | None:
+    """The range over classes of shift_j / (log n_max − log n_j): FBL's end shift read as logit
+    adjustment's τ (the largest class, λ = 0, left out)."""
+    top = math.log(max(run.counts))
+    taus = [s / (top - math.log(n)) for s, n in zip(shift, run.counts)
+            if s is not None and n < max(run.counts)]  # fmt: skip
+    return (min(taus), max(taus)) if taus else None
+
+
 def per_class_rows(run: Run) -> list[list[Any]]:
-    """Rows (rank, id, name, train count, acc last %, acc best %, feature norm) by frequency."""
+    """Rows (rank, id, name, train count, acc last %, acc best %, feature norm[, FBL shift]) by
+    frequency."""
     last = run.last_test() or {}
     best = run.best_test() or {}
+    end_shift = fbl_end_shift(run)
 
     def at(rec: dict[str, Any], key: str, c: int) -> Any:
         values = rec.get(key)
@@ -207,6 +245,9 @@ def per_class_rows(run: Run) -> list[list[Any]]:
                 "—" if norm is None else f"{norm:.3f}",
             ]
         )
+        if end_shift is not None:
+            shift = end_shift[1][c]
+            rows[-1].append("—" if shift is None else f"{shift:.2f}")
     return rows
 
 
@@ -225,11 +266,27 @@ def per_class_section(run: Run, out_dir: pathlib.Path, max_inline: int) -> tuple
         "",
     ]
     rows = per_class_rows(run)
+    header = PER_CLASS_HEADER
+    end_shift = fbl_end_shift(run)
+    if end_shift is not None:
+        header = (*header, SHIFT_HEADER)
+        alpha, shift = end_shift
+        line = (
+            f"FBL shift at the end: α = {alpha:.4g} at the last step; class j's shift is "
+            "α·λ_j/‖f‖_j, ‖f‖_j its mean test feature norm"
+        )
+        tau = shift_as_tau(run, shift)
+        if tau is not None:
+            line += (
+                f"; read as logit adjustment's τ (shift / (log n_max − log n_j)): "
+                f"{tau[0]:.2f}–{tau[1]:.2f}"
+            )
+        lines += [line + ".", ""]
     csv_path = out_dir / f"per_class_{safe_filename(run.name)}.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([PER_CLASS_HEADER, *rows])
+        csv.writer(f).writerows([header, *rows])
     files = [csv_path]
-    table = md_table(PER_CLASS_HEADER, rows)
+    table = md_table(header, rows)
     if len(rows) <= max_inline:
         lines += table + ["", f"CSV: [{csv_path.name}]({csv_path.name})", ""]
     else:
