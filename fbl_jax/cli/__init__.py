@@ -38,9 +38,13 @@ def fail(prog: str, message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: the config, paths, a foreign checkpoint."""
     from fbl_jax.defaults import ConfigError
+    from fbl_jax.errors import DataError
     from fbl_jax.train.checkpoints import CheckpointMismatchError
 
-    return (UserError, ConfigError, FileNotFoundError, FileExistsError, CheckpointMismatchError)
+    return (
+        UserError, ConfigError, DataError, FileNotFoundError, FileExistsError,
+        CheckpointMismatchError,
+    )  # fmt: skip
 
 
 def help_text(

@@ -26,6 +26,7 @@ from fbl_jax.data.long_tail import (
 )
 from fbl_jax.data.provenance import data_provenance
 from fbl_jax.data.samplers import make_sampler
+from fbl_jax.errors import DataError
 
 SOURCES = ("image_folder", "tfds", "split_list", "synthetic_digits")
 PIPELINES = ("device", "tf")
@@ -69,7 +70,7 @@ def _get(cfg: Mapping[str, Any] | Any, name: str, default: Any = None) -> Any:
 def _require(cfg: Any, name: str, source: str) -> Any:
     value = cfg.get(name, None)
     if value in (None, ""):
-        raise ValueError(f"data.{name} must be set for source={source!r}")
+        raise DataError(f"data.{name} must be set for source={source!r}")
     return value
 
 
@@ -87,7 +88,7 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
         }
     if source == "tfds":
         if pipeline != "device":
-            raise ValueError(
+            raise DataError(
                 "source='tfds' loads a small dataset into memory; use pipeline='device' "
                 "(for big data use source='image_folder' or 'split_list' with pipeline='tf')"
             )
@@ -108,18 +109,18 @@ def _load_source(cfg: Any, source: str, pipeline: str) -> tuple[Split, dict[str,
         return train, evals
     if source == "synthetic_digits":
         if pipeline != "device":
-            raise ValueError("source='synthetic_digits' is in memory; use pipeline='device'")
+            raise DataError("source='synthetic_digits' is in memory; use pipeline='device'")
         train, test = sources.load_synthetic_digits(
             train_fraction=_get(cfg, "train_fraction", 0.7), seed=_get(cfg, "split_seed", 0)
         )
         return train, {"test": test}
-    raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
+    raise DataError(f"unknown data source {source!r}; choose one of {SOURCES}")
 
 
 def _check_listed_subset(cfg: Any, source: str, train: Split, num_classes: int, imbalance) -> None:
     """A train list that already is the LT subset must have the profile's class counts."""
     if source != "split_list":
-        raise ValueError(
+        raise DataError(
             f"data.list_is_subset=True is for source='split_list' (a packed subset), not "
             f"{source!r}; set it to False"
         )
@@ -130,7 +131,7 @@ def _check_listed_subset(cfg: Any, source: str, train: Split, num_classes: int, 
         long_tail_counts(num_classes, int(have.max()), float(imbalance), cfg.get("profile", "exp"))
     )
     if not np.array_equal(have, want):
-        raise ValueError(
+        raise DataError(
             f"data.list_is_subset=True but the train list's class counts {have.tolist()} are not "
             f"the IF {imbalance:g} profile {want.tolist()}; set data.imbalance_factor to the list's "
             "or pack the list again (fbl-reproduce pack)"
@@ -175,7 +176,7 @@ def long_tail_profile(
         if n_max_cfg is not None:
             check_full_set(source_counts, class_names, int(n_max_cfg))
         if hi > BALANCE_TOLERANCE * lo:
-            raise ValueError(
+            raise DataError(
                 f"data.imbalance_factor={imbalance_factor:g} carves a long-tailed subset from a "
                 f"balanced training split (LDAM's recipe), but this one has {lo} to {hi} images "
                 f"per class (class {smallest} {class_names[smallest]!r} has {lo}). If it is a "
@@ -189,7 +190,7 @@ def long_tail_profile(
         n_max = lo if n_max_cfg is None else int(n_max_cfg)
         return long_tail_counts(num_classes, n_max, imbalance_factor, profile)
     if n_max_cfg is None:
-        raise ValueError(
+        raise DataError(
             "data.train_pool=True needs data.n_max: the images per class of the FULL training "
             "set the pool was drawn from (500 for CIFAR-100, 5000 for CIFAR-10); a pool's own "
             "class sizes do not say it"
@@ -197,7 +198,7 @@ def long_tail_profile(
     n_max = int(n_max_cfg)
     if hi > n_max:
         big = int(np.argmax(source_counts))
-        raise ValueError(
+        raise DataError(
             f"data.n_max={n_max} but class {big} {class_names[big]!r} of the training pool has "
             f"{hi} images; n_max is the images per class of the full training set (>= any "
             "pool class)"
@@ -206,7 +207,7 @@ def long_tail_profile(
     short = [c for c in range(num_classes) if source_counts[c] < counts[c]]
     if short:
         c = short[0]
-        raise ValueError(
+        raise DataError(
             f"the training pool is too small for data.imbalance_factor={imbalance_factor:g} "
             f"(n_max={n_max}, profile {profile!r}): {len(short)} classes hold fewer images "
             f"than the profile asks for, e.g. class {c} {class_names[c]!r} has "
@@ -246,7 +247,7 @@ def check_full_set(source_counts: np.ndarray, class_names: list[str], n_max: int
     if not short.size:
         return
     c = int(short[np.argmin(source_counts[short])])
-    raise ValueError(
+    raise DataError(
         f"data.train_pool=False and data.n_max={n_max} say the training split is the full set "
         f"with {n_max} images per class, but {short.size} of its {len(source_counts)} classes "
         f"hold fewer (e.g. class {c} {class_names[c]!r} has {int(source_counts[c])}; "
@@ -276,7 +277,7 @@ def check_pool_minival(
     short = np.flatnonzero(minival_counts < want)
     if short.size:
         c = int(short[0])
-        raise ValueError(
+        raise DataError(
             f"the training pool leaves too few unused images for the minival: {short.size} "
             f"classes get fewer than the full training set would give, e.g. class {c} "
             f"{pool.class_names[c]!r}: {minival_counts[c]} instead of {want[c]} "
@@ -295,7 +296,7 @@ def _check_tf_decodes(train: Split, evals: dict[str, Split]) -> None:
     for split in (train, *evals.values()):
         webp = next((str(p) for p in split.paths if str(p).lower().endswith(".webp")), None)
         if webp is not None:
-            raise ValueError(
+            raise DataError(
                 f"pipeline='tf' cannot decode WebP files such as {webp!r} with TensorFlow "
                 f"{tf.__version__} (tf.io.decode_image reads WebP from TF 2.18); use "
                 "pipeline='device' (Pillow) for small images, or upgrade TensorFlow"
@@ -344,13 +345,13 @@ def build_datasets(
     source = _get(cfg, "source", "image_folder")
     pipeline = _get(cfg, "pipeline", "device")
     if source not in SOURCES:
-        raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
+        raise DataError(f"unknown data source {source!r}; choose one of {SOURCES}")
     if pipeline not in PIPELINES:
-        raise ValueError(f"unknown data pipeline {pipeline!r}; choose one of {PIPELINES}")
+        raise DataError(f"unknown data pipeline {pipeline!r}; choose one of {PIPELINES}")
     devices = process_count * local_device_count
     eval_bs = int(eval_batch_size or _get(cfg, "eval_batch_size", global_batch_size))
     if eval_bs % devices:
-        raise ValueError(
+        raise DataError(
             f"eval batch size {eval_bs} is not divisible by {process_count} processes x "
             f"{local_device_count} local devices = {devices}; use a multiple of {devices}"
         )
@@ -359,7 +360,7 @@ def build_datasets(
     train, evals = _load_source(cfg, source, pipeline)
     num_classes = int(_get(cfg, "num_classes", len(train.class_names)))
     if len(train.class_names) != num_classes:
-        raise ValueError(
+        raise DataError(
             f"data.num_classes={num_classes} but source {source!r} has "
             f"{len(train.class_names)} classes; set data.num_classes={len(train.class_names)}"
         )
@@ -370,7 +371,7 @@ def build_datasets(
     train_indices = None
     source_train = train
     if bool(_get(cfg, "train_pool", False)) and (imbalance is None or float(imbalance) == 1.0):
-        raise ValueError(
+        raise DataError(
             "data.train_pool=True says the training split is a pool to draw a long-tailed subset "
             "from, but data.imbalance_factor is not set; set it (e.g. 100), or set "
             "data.train_pool=False to train on the split as it is"
@@ -413,7 +414,7 @@ def build_datasets(
     second_sampler = None
     if second_name:
         if pipeline != "device":
-            raise ValueError(
+            raise DataError(
                 f"data.second_sampler={second_name!r} needs data.pipeline='device' (the tf "
                 "pipeline has one stream)"
             )
@@ -433,7 +434,7 @@ def build_datasets(
         h = train.images.shape[1]
         image_size = int(_get(cfg, "image_size", h))
         if image_size != h:
-            raise ValueError(
+            raise DataError(
                 f"data.image_size={image_size} but the images are {h}x{h}; the on-device "
                 f"pipeline trains and evaluates at the native size: set data.image_size={h}"
             )

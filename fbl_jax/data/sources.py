@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fbl_jax.errors import DataError
+
 # Decoded by Pillow (the in-memory path) and by tf.io.decode_image (TF >= 2.18 reads WebP).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -122,11 +124,11 @@ def decode_images(paths: Sequence[str]) -> np.ndarray:
             with Image.open(path) as im:
                 arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise ValueError(f"cannot decode image {path!r}: {e}{_decode_hint(path)}") from e
+            raise DataError(f"cannot decode image {path!r}: {e}{_decode_hint(path)}") from e
         if out is None:
             out = np.empty((len(paths),) + arr.shape, np.uint8)
         elif arr.shape != out.shape[1:]:
-            raise ValueError(
+            raise DataError(
                 f"image {path!r} has shape {arr.shape} but earlier images have {out.shape[1:]}; "
                 "in-memory arrays need one size (resize the data, or use pipeline='tf')"
             )
@@ -208,20 +210,20 @@ def read_split_list(
                     raise ValueError
                 label = int(parts[1])
             except ValueError:
-                raise ValueError(
+                raise DataError(
                     f"{list_file}:{lineno}: cannot parse {text!r}; expected "
                     "'<relative image path> <integer label>'"
                 ) from None
             rel_paths.append(parts[0])
             labels.append(label)
     if not labels:
-        raise ValueError(f"split list {list_file!r} has no entries")
+        raise DataError(f"split list {list_file!r} has no entries")
     labels_np = np.asarray(labels, np.int64)
     c = int(labels_np.max()) + 1 if num_classes is None else int(num_classes)
     bad = np.flatnonzero((labels_np < 0) | (labels_np >= c))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise DataError(
             f"{list_file}: label {labels[i]} of {rel_paths[i]!r} is outside [0, {c}) "
             f"(num_classes={c}); fix num_classes or the list"
         )
@@ -289,7 +291,7 @@ def load_tfds_arrays(
         if "id" in batch:
             ids.append(batch["id"])
     if not images:
-        raise ValueError(f"tfds {name!r} split {split!r} is empty")
+        raise DataError(f"tfds {name!r} split {split!r} is empty")
     images_np = np.concatenate(images).astype(np.uint8)
     if images_np.ndim == 4 and images_np.shape[-1] == 1:
         images_np = np.repeat(images_np, 3, axis=-1)

@@ -21,6 +21,7 @@ from fbl_jax.data import build_datasets
 from fbl_jax.decouple.config import CHECKPOINTS, TAU_METHODS
 from fbl_jax.decouple.steps import make_adjusted_eval_step
 from fbl_jax.defaults import ConfigError
+from fbl_jax.errors import DataError
 from fbl_jax.train import evaluation as evaluate
 from fbl_jax.train import params_file, replication
 from fbl_jax.train import run_setup as train
@@ -58,7 +59,7 @@ def load_source_run(run_dir: str | pathlib.Path, checkpoint: str = "best") -> So
             raise FileNotFoundError(f"{path / name} is missing: {path} is not an fbl-train run")
     config = json.loads((path / "config.json").read_text())
     if config.get("decouple"):
-        raise ValueError(
+        raise ConfigError(
             f"{path} is itself a decoupled run ({config['decouple'].get('method')}); apply "
             f"decoupling to the training run it came from, {config['decouple'].get('from_run')}"
         )
@@ -128,12 +129,57 @@ def check_same_data(src: SourceRun, rebuilt: dict[str, Any], data_cfg: dict[str,
     ]
     if differ:
         where = data_cfg.get("root") or data_cfg.get("data_dir") or data_cfg.get("name")
-        raise ValueError(
+        raise DataError(
             f"the data at {where} is not what {src.path} trained and was tested on: its "
             f"{', '.join(differ)} split(s) differ from the run's data.json (sha256 of the decoded "
             f"pixels and labels); point --config.data.root at the copy it used "
             f"(data.json: {src.data.get('root') or src.data.get('source')})"
         )
+
+
+def rebuild_data(
+    src: SourceRun,
+    where: Any,
+    changes: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    num_epochs: int | None = None,
+    root_flag: str = "--config.data.root",
+) -> tuple[Any, dict[str, Any]]:
+    """(bundle, data config): the run's data rebuilt, read where `where` (root, cache_dir; None
+    keeps the run's) says it is on this machine, and checked to be the data it trained and was
+    tested on (data.json's fingerprints and the class counts). `changes` alter the training
+    pipeline only (a decoupling method's sampler); evaluation batches are the trainer's."""
+    data_cfg = dict(src.config["data"])
+    for key, value in dict(where or {}).items():
+        if value is not None:
+            data_cfg[key] = value or None  # cache_dir='': no cache
+    data_cfg.update(changes or {})
+    batch_size = int(batch_size or src.config["batch_size"])
+    # As the trainer: eval batches of data.eval_batch_size, else the run's batch size.
+    eval_bs = data_cfg.get("eval_batch_size") or int(src.config["batch_size"])
+    try:
+        bundle = build_datasets(
+            data_cfg,
+            global_batch_size=batch_size,
+            seed=int(src.config["seed"] if seed is None else seed),
+            eval_batch_size=eval_bs,
+            num_epochs=num_epochs,
+        )
+    except FileNotFoundError as e:
+        if dict(where or {}).get("root") is not None:
+            raise
+        raise FileNotFoundError(
+            f"{e}. The run read its data there; where it is on this machine: {root_flag}=DIR"
+        ) from None
+    check_same_data(src, bundle.provenance, data_cfg)
+    if not np.array_equal(bundle.class_counts, src.class_counts):
+        raise DataError(
+            f"the data rebuilt from {src.path / 'config.json'} has class counts "
+            f"{bundle.class_counts.tolist()}, the run recorded {src.class_counts.tolist()}"
+            "; the dataset changed since training"
+        )
+    return bundle, data_cfg
 
 
 class DecoupleContext:
@@ -154,44 +200,16 @@ class DecoupleContext:
             )
         self.seed = int(src.config["seed"] if config.seed is None else config.seed)
         self.trains = self.method not in TAU_METHODS
-        data_cfg = dict(src.config["data"])
-        for key, value in config.data.items():  # the data where it is on this machine
-            if value is not None:
-                data_cfg[key] = value or None  # cache_dir='': no cache
-        self.data_cfg = data_cfg
-        batch_size = int(src.config["batch_size"])
-        num_epochs = None
+        changes, batch_size, num_epochs = {}, int(src.config["batch_size"]), None
         if self.trains:
             m = config[self.method]
             batch_size = int(m.batch_size or batch_size)
-            data_cfg.update(sampler=m.sampler, mixup_alpha=0.0)
-            num_epochs = m.epochs
+            changes, num_epochs = {"sampler": m.sampler, "mixup_alpha": 0.0}, m.epochs
         train.check_devices(batch_size, f"config.{self.method}.batch_size")
         self.batch_size = batch_size
-        # As the trainer: eval batches of data.eval_batch_size, else the run's batch size.
-        eval_bs = data_cfg.get("eval_batch_size") or int(src.config["batch_size"])
-        try:
-            self.bundle = build_datasets(
-                data_cfg,
-                global_batch_size=batch_size,
-                seed=self.seed,
-                eval_batch_size=eval_bs,
-                num_epochs=num_epochs,
-            )
-        except FileNotFoundError as e:
-            if config.data.root is not None:
-                raise
-            raise FileNotFoundError(
-                f"{e}. The run read its data there; where it is on this machine: "
-                "--config.data.root=DIR"
-            ) from None
-        check_same_data(src, self.bundle.provenance, data_cfg)
-        if not np.array_equal(self.bundle.class_counts, src.class_counts):
-            raise ValueError(
-                f"the data rebuilt from {src.path / 'config.json'} has class counts "
-                f"{self.bundle.class_counts.tolist()}, the run recorded {src.class_counts.tolist()}"
-                "; the dataset changed since training"
-            )
+        self.bundle, self.data_cfg = rebuild_data(
+            src, config.data, changes, batch_size, self.seed, num_epochs, "--config.data.root"
+        )
         self.num_classes = self.bundle.num_classes
         self.model = train.build_model(ml_collections.ConfigDict(src.config), self.num_classes)
         # Cosine heads give cosines; their loss saw s * cos (LDAM's s), so do the corrections.

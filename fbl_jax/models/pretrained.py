@@ -29,6 +29,8 @@ import numpy as np
 from flax import traverse_util
 from flax.core import FrozenDict, freeze, unfreeze
 
+from fbl_jax.errors import DataError
+
 _MAPPED_COLLECTIONS = ("params", "batch_stats")
 _LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",
@@ -174,7 +176,7 @@ def load_torch_weights(
     CIFAR ResNets.
 
     Strict: every flax variable must be filled and every key consumed; missing keys, unexpected
-    keys and shape mismatches raise ValueError naming them. ``skip_head=True`` ignores the
+    keys and shape mismatches raise DataError (a ValueError) naming them. ``skip_head=True`` ignores the
     checkpoint's classifier (``fc.*``, ``linear.*``) and keeps the fresh one (e.g. 365 Places-LT
     classes).
     """
@@ -200,7 +202,7 @@ def load_torch_weights(
             parts.append(f"missing key(s): {_fmt(missing)}")
         if unexpected:
             parts.append(f"unexpected key(s): {_fmt(unexpected)}")
-        raise ValueError(
+        raise DataError(
             "state dict does not match the model: "
             + "; ".join(parts)
             + ". Check the architecture name (and use skip_head=True for another class count)."
@@ -221,7 +223,7 @@ def load_torch_weights(
             continue
         new_flat[fk] = jnp.asarray(value, dtype=target.dtype)
     if mismatched:
-        raise ValueError(
+        raise DataError(
             "shape mismatch (torch layout) for "
             + _fmt(mismatched)
             + ". Check the architecture name / num_classes (skip_head=True keeps a fresh head)."
@@ -240,7 +242,7 @@ def _torch_to_numpy(state: Mapping, path: pathlib.Path) -> dict[str, np.ndarray]
     out = {}
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):
-            raise ValueError(
+            raise DataError(
                 f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; pass a plain "
                 "state dict (model.state_dict())"
             )
@@ -257,7 +259,7 @@ def load_state_dict_file(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     path = pathlib.Path(path)
     suffix = ".pth.tar" if path.name.lower().endswith(".pth.tar") else path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise ValueError(
+        raise DataError(
             f"unsupported checkpoint file type {suffix!r} ({path}); supported: {SUPPORTED_SUFFIXES}"
         )
     if not path.is_file():
@@ -283,5 +285,5 @@ def load_state_dict_file(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         ) from e
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise DataError(f"{path} holds a {type(state).__name__}, not a state dict")
     return _torch_to_numpy(state, path)

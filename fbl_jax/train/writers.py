@@ -33,6 +33,20 @@ def check_finite(name: str, value: float, step: int) -> None:
         )
 
 
+def eval_line(record: dict[str, Any]) -> None:
+    """An eval record's console line (fbl-train, fbl-decouple, fbl-eval)."""
+    parts = [f"{k} {100 * record[k]:.2f}" for k in SCALAR_EVAL_KEYS if record.get(k) is not None]
+    log.info(
+        "eval %s @ epoch %.1f (step %d, %d images): %s | mean |f| %.3f",
+        record["split"],
+        record["epoch"],
+        record["step"],
+        record["num_examples"],
+        ", ".join(parts),
+        record["mean_feature_norm"],
+    )
+
+
 class MetricWriter:
     def __init__(self, workdir: str | pathlib.Path, enabled: bool, total_steps: int) -> None:
         self.workdir = pathlib.Path(workdir)
@@ -106,18 +120,7 @@ class MetricWriter:
         )
 
     def eval_line(self, record: dict[str, Any]) -> None:
-        parts = [
-            f"{k} {100 * record[k]:.2f}" for k in SCALAR_EVAL_KEYS if record.get(k) is not None
-        ]
-        log.info(
-            "eval %s @ epoch %.1f (step %d, %d images): %s | mean |f| %.3f",
-            record["split"],
-            record["epoch"],
-            record["step"],
-            record["num_examples"],
-            ", ".join(parts),
-            record["mean_feature_norm"],
-        )
+        eval_line(record)
 
     def close(self) -> None:
         if self._tb is not None:
