@@ -60,6 +60,7 @@ setup(
             "fbl-bench=fbl_jax.cli.bench:run",
             "fbl-sweep=fbl_jax.cli.sweep:run",
             "fbl-reproduce=fbl_jax.reproduce.cli:run",
+            "fbl-eval=fbl_jax.cli.evaluate:run",
         ]
     },
 )

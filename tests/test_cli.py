@@ -43,6 +43,27 @@ def test_decouple_help_lists_its_flags():
         assert needle in out.stdout, needle
 
 
+def test_eval_help_and_mistakes(tmp_path):
+    out = _run("--help", module="fbl_jax.cli.evaluate")
+    assert out.returncode == 0, out.stderr
+    for needle in ("--from", "--checkpoint", "--data_root", "--weights", "--out", "ckpt.pth.tar"):
+        assert needle in out.stdout, needle
+    args = [f"--config={DEMO}", "--weights=w.npz", "--config.loss.nmae=ce"]
+    out = _run(*args, module="fbl_jax.cli.evaluate")
+    _assert_one_line_error(out, "fbl-eval", "'loss.nmae'", "did you mean name")
+    out = _run(f"--config={DEMO}", module="fbl_jax.cli.evaluate")
+    _assert_one_line_error(out, "fbl-eval", "--config needs --weights=FILE")
+
+
+def test_data_that_does_not_fit_the_config_is_one_line(tmp_path):
+    """The digits have 10 classes; a config that says 7 (say, a CIFAR-100 config pointed at
+    the CIFAR-10 folder) is bad input, not a crash."""
+    workdir = tmp_path / "run"
+    out = _run(f"--config={DEMO}", f"--workdir={workdir}", "--config.data.num_classes=7")
+    _assert_one_line_error(out, "fbl-train", "data.num_classes=7", "set data.num_classes=10")
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize(
     "override, needles",
     [
