@@ -12,6 +12,7 @@ so a published PyTorch model is measured by the same evaluation as ours: every t
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any
 
@@ -20,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from fbl_jax.decouple.context import load_source_run, rebuild_data
-from fbl_jax.errors import DataError
+from fbl_jax.errors import ConfigError, DataError
 from fbl_jax.models.pretrained import load_state_dict_file, load_torch_weights
 from fbl_jax.train import evaluation, params_file, replication, run_setup
 from fbl_jax.train import steps as train_steps
@@ -45,6 +46,12 @@ def evaluate_run(
     """A run directory's `last` (the latest checkpoint, else final_params.npz) or `best`
     (best-on-minival) model on its own data; `where` (root, cache_dir) says where that data is
     on this machine for a run trained on another."""
+    config_file = pathlib.Path(run_dir) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("decouple"):
+        raise ConfigError(
+            f"{run_dir} is a decoupled run (fbl-decouple): its metrics.jsonl holds its "
+            "evaluation; fbl-eval evaluates a trained run's model (give its source run)"
+        )
     src = load_source_run(run_dir, checkpoint)
     bundle, _ = rebuild_data(src, where, root_flag="--data_root")
     config = ml_collections.ConfigDict(src.config)

@@ -14,7 +14,7 @@ import pytest
 from test_decouple import _source_config, source  # noqa: F401  (the fixture, by name)
 
 from fbl_jax import evaluate_model
-from fbl_jax.errors import DataError
+from fbl_jax.errors import ConfigError, DataError
 from fbl_jax.models.pretrained import export_to_torch
 from fbl_jax.train import params_file
 
@@ -54,6 +54,12 @@ def test_a_run_directory_and_a_kept_run_evaluate_as_numpy(source, tmp_path):  # 
     result = evaluate_model.evaluate_run(kept, "last")
     assert result.weights.endswith(params_file.FILE_NAME)
     _assert_matches(result.records["test"], want)
+    decoupled = tmp_path / "decoupled"
+    decoupled.mkdir()
+    config = {**json.loads((kept / "config.json").read_text()), "decouple": {"method": "crt"}}
+    (decoupled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="is a decoupled run"):
+        evaluate_model.evaluate_run(decoupled)
 
 
 def _eval_config():
