@@ -77,7 +77,8 @@ def evaluate_weights(config: Any, weights: str | pathlib.Path) -> Evaluation:
     else:
         variables = load_torch_weights(template, load_state_dict_file(path))
     _check_shapes(template, variables, path)
-    return Evaluation(_evaluate(config, bundle, variables, 0), str(path), bundle.provenance)
+    records = _evaluate(config, bundle, variables, None)  # weights from elsewhere: no step
+    return Evaluation(records, str(path), bundle.provenance)
 
 
 def _is_params_file(path: pathlib.Path) -> bool:
@@ -106,7 +107,9 @@ def _flat(variables: Any) -> dict[str, Any]:
     return {jax.tree_util.keystr(k): v for k, v in leaves}
 
 
-def _evaluate(config: Any, bundle: Any, variables: Any, step: int) -> dict[str, dict[str, Any]]:
+def _evaluate(
+    config: Any, bundle: Any, variables: Any, step: int | None
+) -> dict[str, dict[str, Any]]:
     model = run_setup.build_model(config, bundle.num_classes)
     p_eval = jax.pmap(
         train_steps.make_eval_step(model, bundle.num_classes), axis_name=train_steps.AXIS
@@ -117,7 +120,8 @@ def _evaluate(config: Any, bundle: Any, variables: Any, step: int) -> dict[str, 
     records = {}
     for split in bundle.eval_splits:
         totals = train_steps.run_evaluation(p_eval, params, stats, bundle.eval_iter(split))
-        record = {"type": "eval", "step": step, "epoch": step / bundle.steps_per_epoch}
+        epoch = None if step is None else step / bundle.steps_per_epoch
+        record = {"type": "eval", "step": step, "epoch": epoch}
         record.update(split=split, **evaluation.metrics_from_stats(totals, counts))
         eval_line(record)
         records[split] = record

@@ -36,12 +36,15 @@ def check_finite(name: str, value: float, step: int) -> None:
 def eval_line(record: dict[str, Any]) -> None:
     """An eval record's console line (fbl-train, fbl-decouple, fbl-eval)."""
     parts = [f"{k} {100 * record[k]:.2f}" for k in SCALAR_EVAL_KEYS if record.get(k) is not None]
+    n = record["num_examples"]
+    where = (
+        f"({n} images)" if record.get("step") is None  # weights without a run (fbl-eval)
+        else f"@ epoch {record['epoch']:.1f} (step {record['step']}, {n} images)"
+    )  # fmt: skip
     log.info(
-        "eval %s @ epoch %.1f (step %d, %d images): %s | mean |f| %.3f",
+        "eval %s %s: %s | mean |f| %.3f",
         record["split"],
-        record["epoch"],
-        record["step"],
-        record["num_examples"],
+        where,
         ", ".join(parts),
         record["mean_feature_norm"],
     )
