@@ -255,8 +255,9 @@ def test_checkpoint_every_minutes_saves_mid_epoch_and_a_kill_resumes_from_there(
 ):
     """A fake clock that moves 15 s per log interval (5 steps) and checkpoint_every_minutes=1:
     the first log step a minute after the start is step 20, mid-epoch (epochs: 15 steps,
-    saved every 2 epochs here). Killed right after that save, the restart resumes at step 20
-    and ends with the uninterrupted run's records and final record."""
+    saved every 2 epochs here), and without the minutes there would be no checkpoint before
+    step 30. Killed right after that save, the restart resumes at step 20 and ends with the
+    uninterrupted run's records and final record."""
     ref_dir, ref_final = reference
     now = [0.0]
     monkeypatch.setattr("fbl_jax.train.loop.time.monotonic", lambda: now[0])
@@ -268,23 +269,17 @@ def test_checkpoint_every_minutes_saves_mid_epoch_and_a_kill_resumes_from_there(
         return out
 
     monkeypatch.setattr(ProgramRunner, "advance", advance_15s_per_interval)
-    cadence = dict(checkpoint_every_epochs=2, keep_checkpoints=10)
-    timed = tmp_path / "timed"
-    train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), timed)
-    assert _saved_steps(timed) == [20, 2 * STEPS_PER_EPOCH]
-    untimed = tmp_path / "untimed"
-    train_and_evaluate(tiny_config(checkpoint_every_minutes=0.0, **cadence), untimed)
-    assert _saved_steps(untimed) == [2 * STEPS_PER_EPOCH]
-
+    cadence = dict(checkpoint_every_epochs=2, keep_checkpoints=10, checkpoint_every_minutes=1.0)
     killed = tmp_path / "killed"
     _kill_after_save(monkeypatch, 20)
     with pytest.raises(_Killed):
-        train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), killed)
-    assert _saved_steps(killed) == [20]
-    monkeypatch.undo()
-    final = train_and_evaluate(tiny_config(checkpoint_every_minutes=1.0, **cadence), killed)
+        train_and_evaluate(tiny_config(**cadence), killed)
+    assert _saved_steps(killed) == [20]  # only the minute's checkpoint: no epoch one before it
+    monkeypatch.undo()  # the restart: the real clock, on which no minute passes here
+    final = train_and_evaluate(tiny_config(**cadence), killed)
     assert final == ref_final
     assert _history(killed) == _history(ref_dir)
+    assert _saved_steps(killed) == [20, 2 * STEPS_PER_EPOCH]
 
 
 def test_a_kill_after_an_epoch_checkpoint_inside_a_log_interval_keeps_the_records_exact(
