@@ -2,65 +2,29 @@
 chatter (jax's TPU probe, fontTools' PDF font subsetting, absl/orbax INFO), each fact once."""
 
 import logging
-import re
 import subprocess
 import sys
 
 import pytest
-from train_helpers import REPO, cli_args, subprocess_env
+from train_helpers import LOG_LINE, REPO, assert_quiet_log, user_env
 
 from fbl_jax.cli import logs
 
-LOG_LINE = re.compile(
-    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (\[[^\]]+\] )?((WARNING|ERROR|CRITICAL): )?\S"
-)
-CHATTER = ("libtpu", "Unable to initialize backend", "fontTools", "subsetted", "glyph", "Glyph")
 
-
-def _user_env() -> dict:
-    # as on a user's CPU machine: JAX probes every backend (the TPU probe is what chatters), no
-    # C++ log filter
-    env = subprocess_env(1)
-    env.pop("JAX_PLATFORMS", None)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    return env
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        args, env=_user_env(), capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-    assert out.returncode == 0, out.stderr
-    return out
-
-
-def _assert_lines(stderr: str) -> list[str]:
-    """stderr's lines, each in the one format and none a library's chatter."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert lines, "no log lines at all"
-    for line in lines:
-        assert LOG_LINE.match(line), f"not in the one log format: {line!r}"
-        assert not any(word in line for word in CHATTER), line
-    return lines
-
-
-def _assert_quiet(stderr: str) -> list[str]:
-    lines = _assert_lines(stderr)
-    assert sum("convolutions:" in line for line in lines) <= 1, stderr  # once a process
-    return lines
-
-
-def test_train_and_reproduce_log_one_format_without_chatter(tmp_path):
-    train = _run(cli_args(tmp_path / "run"))
-    lines = _assert_quiet(train.stderr)
-    assert any("done: test top-1" in line for line in lines)
-    assert train.stdout == ""
-    # one stage with the report's figures (PDFs: where fontTools subsets fonts), under a budget
+def test_reproduce_logs_one_format_without_chatter(tmp_path):
+    """fbl-reproduce with a stage and the report's figures (PDFs: where fontTools subsets
+    fonts), under a budget. fbl-train's own lines are checked on its CLI run in
+    tests/test_preemption.py."""
     reproduce = [sys.executable, "-m", "fbl_jax.reproduce.cli", "--plan", "tiny", "--tables", "2"]
     reproduce += ["--only", "digits_lt_if10_table2_paper_form", "--budget", "10m"]
-    out = _run([*reproduce, "--out", str(tmp_path / "tiny")])
-    lines = _assert_quiet(out.stderr)
+    reproduce += ["--out", str(tmp_path / "tiny")]
+    out = subprocess.run(
+        reproduce, env=user_env(), capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    lines = assert_quiet_log(out.stderr)
     assert sum("convolutions:" in line for line in lines) == 1  # the probe's and the run's
+    assert any("done: test top-1" in line for line in lines)
     assert list((tmp_path / "tiny" / "report").glob("*.pdf"))
     assert "smoke test" in out.stdout  # the console says what the tiny plan is
 

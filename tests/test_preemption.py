@@ -16,6 +16,7 @@ import pytest
 from train_helpers import (
     REPO,
     TINY,
+    assert_quiet_log,
     assert_trees_equal,
     cli_args,
     cpu_model_name,
@@ -23,6 +24,7 @@ from train_helpers import (
     read_records,
     subprocess_env,
     tiny_config,
+    user_env,
 )
 
 from fbl_jax.train import checkpoints as checkpointing
@@ -206,8 +208,16 @@ def test_sigterm_mid_run_through_the_cli_resumes_bit_for_bit(tmp_path, reference
     assert stopped.returncode == 143, out[-2000:]
     assert "SIGTERM: checkpoint written at step 7;" in out
     assert final_params(termed)[0] == 7
-    subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
+    # resumed as on a user's machine (every backend probed, no C++ log filter): its console is
+    # the one log format without library chatter, and nothing on stdout
+    resumed = subprocess.run(
+        args, env=user_env(devices=4), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
     assert_trees_equal(final_params(termed)[1], ref_params)
+    lines = assert_quiet_log(resumed.stderr)
+    assert any("resumed" in line for line in lines) and resumed.stdout == ""
+    assert any("done: test top-1" in line for line in lines)
 
 
 class _Killed(BaseException):

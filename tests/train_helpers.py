@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import sys
 
 import flax
@@ -81,3 +82,32 @@ def cpu_model_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     pytest.skip("no model name in /proc/cpuinfo")
+
+
+# The one log format (fbl_jax/cli/logs.py), and what libraries print when nothing filters them:
+# jax's TPU probe, fontTools' PDF font subsetting.
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (\[[^\]]+\] )?((WARNING|ERROR|CRITICAL): )?\S"
+)
+CHATTER = ("libtpu", "Unable to initialize backend", "fontTools", "subsetted", "glyph", "Glyph")
+
+
+def user_env(devices: int = 1) -> dict:
+    """A subprocess's environment as on a user's CPU machine: JAX probes every backend (the TPU
+    probe is what chatters) and no C++ log filter is set."""
+    env = subprocess_env(devices)
+    env.pop("JAX_PLATFORMS", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+def assert_quiet_log(stderr: str) -> list[str]:
+    """stderr's lines: each in the one format, none a library's chatter, the convolution
+    choice said at most once (once a process)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "no log lines at all"
+    for line in lines:
+        assert LOG_LINE.match(line), f"not in the one log format: {line!r}"
+        assert not any(word in line for word in CHATTER), line
+    assert sum("convolutions:" in line for line in lines) <= 1, stderr
+    return lines
