@@ -166,8 +166,6 @@ class ProgramRunner:
                 jax.block_until_ready(metrics)
                 compile_s = (compile_s or 0.0) + time.perf_counter() - t0
                 self._warm.add(fn)
-            if fn is g.calls["one"]:  # (devices, ...) → (devices, 1 step, ...)
-                metrics = jax.tree_util.tree_map(lambda x: x[:, None], metrics)
             for i, r in enumerate(g.runs):
                 if alive[r] and g.stacked:
                     out[r] = jax.tree_util.tree_map(lambda x, i=i: x[:, :, i], metrics)
@@ -199,10 +197,22 @@ class ProgramRunner:
         return _take(self._host[key], g.runs.index(r)) if g.stacked else self._host[key]
 
 
+def _with_step_axis(step_fn):
+    """The one-step call's metrics shaped like the scanned calls' (a step axis of 1), inside
+    the compiled call: reshaping them eagerly after it cost a dispatch per metric per step."""
+
+    def one(state, data):
+        state, metrics = step_fn(state, data)
+        return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
+
+    return one
+
+
 def _compiled(step_fn, k: int) -> dict[str, Any]:
-    """One step, k scanned steps and a while loop to the next event, each pmapped."""
+    """One step, k scanned steps and a while loop to the next event, each pmapped; metrics
+    come back shaped (devices, steps, ...) from each."""
     pmap = functools.partial(jax.pmap, axis_name=steps.AXIS, donate_argnums=(0,))
-    calls = {"one": pmap(step_fn)}
+    calls = {"one": pmap(_with_step_axis(step_fn))}
     if k > 1:
         calls["multi"] = pmap(steps.make_multi_step(step_fn, k))
     if k == defaults.LOOP:
