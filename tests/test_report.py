@@ -769,7 +769,9 @@ def _draw_all(runs, size):
     }
 
 
-@pytest.mark.parametrize("size", [3.3, 6.9, (8, 5), (4, 3)], ids=["single", "double", "8x5", "4x3"])
+# the narrowest width a paper prints (one column), the default size, a small and short one; a
+# double column (6.9 in) lies between the first two
+@pytest.mark.parametrize("size", [3.3, (8, 5), (4, 3)], ids=["single", "8x5", "4x3"])
 def test_figures_are_readable_at_paper_widths(made, schedule_runs, size):
     _, rep, _ = made
     # The report's four runs, and a long method label next to a short one.
