@@ -70,28 +70,29 @@ def shared_dir() -> pathlib.Path:
 
 # The slowest test files first, so that with `-n 2 --dist loadfile` the two workers end together
 # instead of one finishing a long file alone (longest-processing-time-first scheduling). Seconds
-# per file on 2 cores of a Zen 5 AMD EPYC (AVX-512), cold XLA cache, from
+# per file on 2 cores of an AMX Intel Xeon (CPU-8 in BENCHMARKS.md), cold XLA cache, from
 # benchmarks/suite_profile.py; only the order matters, and a file not listed goes after these, in
 # the usual order.
 SLOW_FILES = {
-    "test_sweep.py": 64,
-    "test_preemption.py": 38,
-    "test_stop_phases.py": 24,
-    "test_processes.py": 18,
-    "test_bbn.py": 38,
-    "test_logs.py": 21,
-    "test_report.py": 34,
-    "test_reproduce.py": 30,
-    "test_cli.py": 26,
-    "test_benchmark.py": 26,
-    "test_tf_pipeline.py": 20,
-    "test_decouple.py": 17,
-    "test_steps_per_call.py": 17,
-    "test_train.py": 15,
+    "test_sweep.py": 67,
+    "test_preemption.py": 53,
+    "test_report.py": 50,
+    "test_bbn.py": 39,
+    "test_reproduce.py": 37,
+    "test_decouple.py": 25,
+    "test_cli.py": 25,
+    "test_train.py": 24,
+    "test_benchmark.py": 22,
+    "test_steps_per_call.py": 21,
+    "test_stop_phases.py": 20,
+    "test_models.py": 20,
+    "test_logs.py": 17,
+    "test_tf_pipeline.py": 16,
     "test_multiprocess.py": 15,
-    "test_models.py": 14,
+    "test_processes.py": 14,
     "test_checkpoint_compat.py": 11,
-    "test_sources.py": 10,
+    "test_fbl_eval.py": 8,
+    "test_losses.py": 8,
 }
 
 
