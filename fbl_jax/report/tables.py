@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from fbl_jax import losses
+from fbl_jax.decimals import fixed
 from fbl_jax.defaults import BOOKKEEPING_KEYS
 from fbl_jax.report.labels import dataset_name, method_name
 from fbl_jax.report.run_dir import Run, flatten, safe_filename
@@ -141,7 +142,7 @@ def _mark_collisions(settings: list[dict[str, Any]]) -> None:
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}"
+    return "—" if x is None else fixed(100 * x, 2)
 
 
 def _fmt_stat(stat: dict[str, Any], num_seeds: int) -> str:

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from fbl_jax.decimals import fixed, signed
 from fbl_jax.reproduce.plan import Stage, row_of
 from fbl_jax.train.run_setup import read_final_record, read_records
 
@@ -141,7 +142,7 @@ def _per_class_lines(tables: Sequence[dict[str, Any]]) -> list[str]:
             cells = []
             for r in rows:
                 mine = t["ours"].get(r)
-                cells += [f"{t['paper'][r][i]:.1f}", "—" if mine is None else f"{mine[i]:.1f}"]
+                cells += [fixed(t["paper"][r][i], 1), "—" if mine is None else fixed(mine[i], 1)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -150,9 +151,9 @@ def _per_class_lines(tables: Sequence[dict[str, Any]]) -> list[str]:
 def _cell(summary: dict[str, Any], paper: float | None) -> str:
     if summary["mean"] is None:
         return "not run yet"
-    std = "" if summary["std"] is None else f" ± {summary['std']:.2f}"
-    delta = "" if paper is None else f" ({summary['mean'] - paper:+.2f})"
-    return f"{summary['mean']:.2f}{std}{delta}"
+    std = "" if summary["std"] is None else f" ± {fixed(summary['std'], 2)}"
+    delta = "" if paper is None else f" ({signed(summary['mean'] - paper, 2)})"
+    return f"{fixed(summary['mean'], 2)}{std}{delta}"
 
 
 def write(
