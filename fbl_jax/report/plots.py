@@ -301,7 +301,7 @@ def save_figure(fig: Any, path: pathlib.Path, dpi: float) -> pathlib.Path:
     """Write `path` (PNG) and the same figure as PDF beside it; close the figure.
 
     The layout `_finish` settled is kept as it is: each save would otherwise run the constrained
-    layout again (a sixth of a report's time)."""
+    layout again (a tenth of a report's time, BENCHMARKS.md)."""
     fig.set_layout_engine("none")
     fig.savefig(path, dpi=dpi, format="png")
     with plt.rc_context({"pdf.fonttype": 42}):  # TrueType, not Type 3: what publishers accept
