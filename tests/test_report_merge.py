@@ -42,6 +42,17 @@ def test_seeds_merge_into_one_run_named_by_the_method():
                           "num_seeds": 3}) == "LA (τ=1.0) [optimizer.lr=0.05] (3 seeds)"  # fmt: skip
 
 
+def test_figure_legends_say_how_many_seeds_a_line_averages():
+    runs = [_run("x/seed=0", 0), _run("y/seed=1", 1), _run("z/seed=0", 0, loss="fbl")]
+    settings = aggregate_settings(runs[:2], DEFAULT_IGNORE_KEYS)  # z unfinished: in no setting
+    merged = merge_settings(runs, settings)
+    for draw in (plots.draw_per_class_accuracy, plots.draw_feature_norm_distribution):
+        fig = draw(merged, (8, 5))
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert texts == ["CE (2 seeds)", "FBL (paper form), seed 0 (unfinished)"]
+        plots.plt.close(fig)
+
+
 def test_figures_take_at_most_eight_series_in_even_parts():
     def named(n):
         return [dataclasses.replace(_run(f"r{i}", i), name=f"m{i}") for i in range(n)]

@@ -91,11 +91,12 @@ def method_name(config: dict[str, Any]) -> str:
 
 
 def legend_labels(runs: Sequence[Run]) -> list[str]:
-    """One legend entry per run: its method, plus the seed (else run name) where two share one."""
+    """One legend entry per run: its method, plus the seed (else run name) where two share one.
+    A merged run (seeds averaged) keeps its merged name, which says how many seeds it holds."""
     names = [method_name(r.config) for r in runs]
-    labels = list(names)
+    labels = [r.name if r.num_seeds is not None else n for r, n in zip(runs, names)]
     for name in set(names):
-        same = [i for i, n in enumerate(names) if n == name]
+        same = [i for i, n in enumerate(names) if n == name and runs[i].num_seeds is None]
         if len(same) < 2:
             continue
         seeds = [runs[i].config.get("seed") for i in same]

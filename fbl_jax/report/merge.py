@@ -85,11 +85,12 @@ def merge_settings(runs: Sequence[Run], settings: Sequence[dict[str, Any]]) -> l
                 name=setting_label(setting),
                 evals=_common_evals(members) if len(members) > 1 else first.evals,
                 final=_merge_final(members) if len(members) > 1 else first.final,
+                num_seeds=len(members),
             )
         )
     for run in runs:  # unfinished: by its method and seed too
         if run.name not in used:
             seed = run.config.get("seed")
             label = method_name(run.config) + ("" if seed is None else f", seed {seed}")
-            merged.append(dataclasses.replace(run, name=f"{label} (unfinished)"))
+            merged.append(dataclasses.replace(run, name=f"{label} (unfinished)", num_seeds=1))
     return merged

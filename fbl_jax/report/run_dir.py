@@ -49,6 +49,9 @@ class Run:
     evals: list[dict[str, Any]]
     final: dict[str, Any] | None
     stretches: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # timing.json
+    # Set by merge_settings: the merged name is then the run's legend label, and this many seeds
+    # were averaged into it.
+    num_seeds: int | None = None
 
     @property
     def num_classes(self) -> int:
