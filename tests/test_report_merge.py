@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 
 from fbl_jax.report import plots
 from fbl_jax.report.merge import merge_settings, setting_label
@@ -51,6 +52,32 @@ def test_figure_legends_say_how_many_seeds_a_line_averages():
         texts = [t.get_text() for t in fig.legends[0].get_texts()]
         assert texts == ["CE (2 seeds)", "FBL (paper form), seed 0 (unfinished)"]
         plots.plt.close(fig)
+
+
+def test_per_class_figures_show_the_spread_over_seeds():
+    accs = [(0.8, 0.4, 0.0), (1.0, 0.6, 0.2), (0.9, 0.3, 0.4)]
+    norms = [(3.0, 2.0, 1.0), (5.0, 2.0, 1.5), (4.0, 5.0, 0.5)]
+    runs = [_run(f"r/seed={i}", i, acc=a, norms=n) for i, (a, n) in enumerate(zip(accs, norms))]
+    merged = merge_settings(runs, aggregate_settings(runs, DEFAULT_IGNORE_KEYS))
+    acc_std = 100 * np.std(accs, axis=0, ddof=1)  # the classes' spread over the three seeds
+    norm_std = np.std(norms, axis=0, ddof=1)
+    last = merged[0].last_test()
+    np.testing.assert_allclose(last["per_class_accuracy_std"], acc_std / 100)
+    fig = plots.draw_per_class_accuracy(merged, (8, 5))
+    (bars,) = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    segments = bars.errorbar.lines[2][0].get_segments()  # one vertical line per class
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * acc_std)
+    np.testing.assert_allclose([s[:, 1].mean() for s in segments], 100 * np.mean(accs, axis=0))
+    plots.plt.close(fig)
+    fig = plots.draw_feature_norm_distribution(merged, (8, 5))
+    (points,) = fig.axes[0].containers
+    segments = points.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * norm_std)
+    plots.plt.close(fig)
+    fig = plots.draw_per_class_accuracy(runs[:1], (8, 5))  # one run: no error bars
+    (bars,) = fig.axes[0].containers
+    assert bars.errorbar is None
+    plots.plt.close(fig)
 
 
 def test_figures_take_at_most_eight_series_in_even_parts():

@@ -3,7 +3,8 @@ or row per method (mean over its seeds), named by the method, not by a run folde
 
 A setting is the runs whose configs differ only in the report's ignore keys (the seed, the run
 name …), as `tables.aggregate_settings` groups them. Its merged evaluations are those at the steps
-every finished seed evaluated: per-class numbers and scalars averaged over the seeds, confusion
+every finished seed evaluated: per-class numbers and scalars averaged over the seeds (per-class
+numbers also keep their sample std over the seeds, `<key>_std`, for error bars), confusion
 matrices summed (so a row-normalised matrix weighs every seed's test images alike). Training
 records (lr, α) are the first seed's: a setting's seeds share their schedules.
 """
@@ -37,6 +38,14 @@ def _mean(values: list[Any]) -> Any:
     return values[0]
 
 
+def _std(values: list[Any]) -> Any:
+    """Sample std (ddof=1) over the seeds; None where a seed lacks the value."""
+    if any(v is None for v in values):
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
 def _merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Records of one split and step from every seed, as one."""
     out = dict(records[0])
@@ -44,6 +53,7 @@ def _merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r.get(key) for r in records]
         if key in AVERAGED_LISTS and all(isinstance(v, list) for v in values):
             out[key] = [_mean(list(col)) for col in zip(*values)]
+            out[f"{key}_std"] = [_std(list(col)) for col in zip(*values)]
         elif key == "confusion" and all(isinstance(v, list) for v in values):
             out[key] = [[sum(cells) for cells in zip(*rows)] for rows in zip(*values)]
         elif key not in ("step", "epoch", "split", "type"):

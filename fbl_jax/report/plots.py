@@ -54,6 +54,8 @@ MAX_SERIES = 8
 LOG_NORM_RATIO = 5.0
 # Runs on top of each other (same lr schedule) stay visible through their line styles.
 LINESTYLES = ("-", "--", ":", "-.")
+# ±1 std over seeds on a merged run's per-class bars: thin, dark, small caps
+ERROR_BARS = {"error_kw": {"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"}}
 # Tick spacings an epoch or rank axis may use: 5, 10, 20 … rather than 6 or 8.
 NICE_STEPS = [1, 2, 5, 10]
 
@@ -471,8 +473,8 @@ def _over_epochs(
 
 
 def _per_class_figure(runs: Sequence[Run], figsize: Figsize, key: str, scale: float = 1):
-    """(figure, axes, [(run index, label, values by class frequency)], grow) for a per-class
-    quantity of each run's last test evaluation."""
+    """(figure, axes, [(run index, label, values by class frequency, std over seeds or None)],
+    grow) for a per-class quantity of each run's last test evaluation."""
     width = figsize if isinstance(figsize, int | float) else figsize[0]
     size, grow = _size(figsize, max(2.2, 0.4 * float(width)) + 0.3)
     fig, axes = _new_figure(size)
@@ -480,7 +482,10 @@ def _per_class_figure(runs: Sequence[Run], figsize: Figsize, key: str, scale: fl
     for k, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         last = run.last_test()
         if last and last.get(key) is not None:
-            series.append((k, label, scale * _values(last[key], run.class_order())))
+            order = run.class_order()
+            std = last.get(f"{key}_std")  # a merged run's spread over its seeds
+            std = None if std is None else scale * _values(std, order)
+            series.append((k, label, scale * _values(last[key], order), std))
     return fig, axes[0, 0], series, grow
 
 
@@ -498,17 +503,22 @@ def _log_if_spread(ax: Any, series: Sequence[Sequence[Any]]) -> None:
 
 
 def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any:
-    """Per-class mean feature norm at the last test eval: points per class, runs side by side."""
+    """Per-class mean feature norm at the last test eval: points per class, runs side by side;
+    a merged run's points carry ±1 sample std over its seeds."""
     fig, ax, series, grow = _per_class_figure(runs, figsize, "feature_norm_per_class")
-    n = max((len(y) for _, _, y in series), default=0)
+    n = max((len(y) for _, _, y, _ in series), default=0)
     small = n <= MAX_TICK_LABELS
     width_k = 0.6 / max(len(series), 1) if small else 0.0  # runs dodge within a class's slot
     handles = []
-    for j, (k, _, y) in enumerate(series):
+    for j, (k, _, y, std) in enumerate(series):
         x = np.arange(len(y)) + (j - (len(series) - 1) / 2) * width_k
         style = {"linestyle": "none", "marker": "o", "markersize": 4 if small else 2}
-        handles += ax.plot(x, y, color=f"C{k}", **style)
-    _log_if_spread(ax, [y for _, _, y in series])
+        if std is None:
+            handles += ax.plot(x, y, color=f"C{k}", **style)
+        else:  # ±1 std over the merged run's seeds
+            kw = {**ERROR_BARS["error_kw"], "ecolor": None}  # the points' colour: they dodge
+            handles.append(ax.errorbar(x, y, yerr=np.nan_to_num(std), color=f"C{k}", **style, **kw))
+    _log_if_spread(ax, [y for _, _, y, _ in series])
     class_axes = {}
     if series:
         ticks = _class_axis(ax, runs, n)
@@ -517,39 +527,48 @@ def draw_feature_norm_distribution(runs: Sequence[Run], figsize: Figsize) -> Any
         if small:
             ax.set_xlim(-0.5, n - 0.5)
         ax.grid(axis="y", alpha=0.3)
-        _legend_below(fig, handles, [label for _, label, _ in series], grow)
+        _legend_below(fig, handles, [label for _, label, _, _ in series], grow)
     else:
         _no_data(ax)
     ax.set_ylabel("mean feature norm\n(test, last eval)")
-    ax.set_title("Per-class feature norm")
+    spread = any(std is not None for *_, std in series)
+    ax.set_title("Per-class feature norm" + (" (mean ± std over seeds)" if spread else ""))
     return _finish(fig, class_axes, grow)
 
 
 def draw_per_class_accuracy(runs: Sequence[Run], figsize: Figsize) -> Any:
-    """Per-class top-1 (%) at the last test eval as bars, runs side by side, classes by frequency."""
+    """Per-class top-1 (%) at the last test eval as bars, runs side by side, classes by frequency;
+    a merged run's bars carry ±1 sample std over its seeds."""
     fig, ax, series, grow = _per_class_figure(runs, figsize, "per_class_accuracy", 100)
     bar_w = 0.8 / max(len(series), 1)
     handles = []
-    for j, (k, _, y) in enumerate(series):
+    for j, (k, _, y, std) in enumerate(series):
         x = np.arange(len(y)) - 0.4 + bar_w * (j + 0.5)
-        handles.append(ax.bar(x, np.nan_to_num(y), width=bar_w, color=f"C{k}"))
+        yerr = None if std is None else np.nan_to_num(std)
+        handles.append(
+            ax.bar(x, np.nan_to_num(y), width=bar_w, color=f"C{k}", yerr=yerr, **ERROR_BARS)
+        )
     top = -np.inf
     class_axes = {}
     if series:
-        n = max(len(y) for _, _, y in series)
+        n = max(len(y) for _, _, y, _ in series)
         ticks = _class_axis(ax, runs, n)
         if ticks is not None:
             class_axes[ax] = ticks
         ax.set_xlim(-0.5, n - 0.5)
-        top = max((float(np.nanmax(y)) for _, _, y in series if np.isfinite(y).any()), default=top)
+        tops = [y + (0 if std is None else np.nan_to_num(std)) for _, _, y, std in series]
+        top = max((float(np.nanmax(t)) for t in tops if np.isfinite(t).any()), default=top)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-        _legend_below(fig, handles, [label for _, label, _ in series], grow)
+        _legend_below(fig, handles, [label for _, label, _, _ in series], grow)
     else:
         _no_data(ax)
     ax.set_ylim(*accuracy_ylim(top))
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Per-class accuracy (test, last eval)")
+    spread = any(std is not None for *_, std in series)
+    ax.set_title(
+        f"Per-class accuracy (test, last eval{'; mean ± std over seeds' if spread else ''})"
+    )
     return _finish(fig, class_axes, grow)
 
 
