@@ -253,12 +253,12 @@ KERNEL_MISMATCHES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind, out, a, b, stride, match", KERNEL_MISMATCHES)
-def test_the_kernels_check_every_buffer_themselves(kind, out, a, b, stride, match):
+@pytest.mark.parametrize("kernel, out, a, b, stride, match", KERNEL_MISMATCHES)
+def test_the_kernels_check_every_buffer_themselves(kernel, out, a, b, stride, match):
     oc.load()
     args = (jnp.ones(a), jnp.ones(b))
     with pytest.raises(jax.errors.JaxRuntimeError, match="oneDNN conv: ") as e:
-        oc._call(f"fbl_onednn_conv_{kind}", out, *args, stride=stride, pad=1)
+        oc._call(f"fbl_onednn_conv_{kernel}", out, *args, stride=stride, pad=1)
     assert match in str(e.value)
     # and the kernels still compute afterwards
     rng = np.random.default_rng(3)
@@ -359,10 +359,10 @@ def process_gone(pid: int, within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     while True:
         try:
-            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+            proc_status = pathlib.Path(f"/proc/{pid}/status").read_text()
         except FileNotFoundError:
             return True
-        if "\nState:\tZ" in status:  # killed, not yet reaped by init
+        if "\nState:\tZ" in proc_status:  # killed, not yet reaped by init
             return True
         if time.monotonic() > deadline:
             return False
@@ -398,8 +398,8 @@ def test_a_build_another_process_holds_too_long_is_given_up(monkeypatch, tmp_pat
     monkeypatch.setattr(oc, "BUILD_TIMEOUT_S", 0.3)
     monkeypatch.setenv("FBL_JAX_ONEDNN_CACHE", str(cache))
     monkeypatch.setenv("CXX", str(fake_compiler(tmp_path / "cxx", WRITES_A_LIBRARY)))
-    with open(cache / ".build.lock", "a") as held:  # another open file: flock blocks on it
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with open(cache / ".build.lock", "a") as lock_holder:  # another open file: flock blocks on it
+        fcntl.flock(lock_holder, fcntl.LOCK_EX)
         with pytest.raises(oc.OnednnUnavailable, match="another process has been building"):
             oc._build(fake_prefix(tmp_path / "prefix"))
 
