@@ -12,6 +12,7 @@ records (lr, α) are the first seed's: a setting's seeds share their schedules.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,10 +41,7 @@ def _mean(values: list[Any]) -> Any:
 
 def _std(values: list[Any]) -> Any:
     """Sample std (ddof=1) over the seeds; None where a seed lacks the value."""
-    if any(v is None for v in values):
-        return None
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return None if any(v is None for v in values) else statistics.stdev(values)
 
 
 def _merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -54,7 +54,7 @@ MAX_SERIES = 8
 LOG_NORM_RATIO = 5.0
 # Runs on top of each other (same lr schedule) stay visible through their line styles.
 LINESTYLES = ("-", "--", ":", "-.")
-# ±1 std over seeds on a merged run's per-class bars: thin, dark, small caps
+# ±1 std over a merged run's seeds on its per-class bars and points: thin, small caps
 ERROR_BARS = {"error_kw": {"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"}}
 # Tick spacings an epoch or rank axis may use: 5, 10, 20 … rather than 6 or 8.
 NICE_STEPS = [1, 2, 5, 10]
